@@ -1,0 +1,26 @@
+"""segzoo: a Keras 3 model zoo for real-time binary and semantic segmentation on custom data.
+
+Submodules load on first use, so ``import segzoo`` stays cheap::
+
+    import segzoo
+    model = segzoo.presets.from_name("ddrnet23_slim", num_classes=2)
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "backbones", "constants", "data", "evaluation", "export", "heads", "inference",
+    "layers", "losses", "metrics", "models", "presets", "training", "utils", "weights",
+)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"segzoo.{name}")
+    raise AttributeError(f"module 'segzoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SUBMODULES))

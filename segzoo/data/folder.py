@@ -1,0 +1,277 @@
+"""The ``rgb/`` + ``gt/`` folder: segzoo's on-disk layout of a labelled dataset.
+
+::
+
+    root/
+      classes.json                      {"class_names": [...], "colors": [[r, g, b], ...],
+                                         "ignore_index": 255}
+      rgb/<id>.<ext>                    RGB images (png, jpg, ...)
+      gt/<id>.png                       class ids, single-channel uint8 (255 = ignore)
+      ImageSets/Segmentation/<subset>.txt   optional: one id per line (train, val, ...)
+      overlays/                         optional colour overlays for people, never read
+
+``<id>`` is the file name without its extension and may contain subfolders
+(``batch_1/img_0001``), exactly as in a CVAT export. Images and labels are
+paired by id, never by sorted order. Offline augmentation writes copies named
+``<source id>_aug<k>`` (see :func:`source_id`), so that a split can keep every
+copy of one source image on the same side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from segzoo.constants import IGNORE_INDEX
+from segzoo.data.io import IMAGE_EXTENSIONS, DataError, read_image, read_label, write_image, write_label
+
+CLASSES_FILE = "classes.json"
+IMAGES_DIR = "rgb"
+LABELS_DIR = "gt"
+SUBSETS_DIR = os.path.join("ImageSets", "Segmentation")
+
+_AUGMENTED_SUFFIX = re.compile(r"_aug\d+$")
+
+
+def augmented_id(source: str, index: int) -> str:
+    """The id of augmented copy ``index`` (>= 1) of the item ``source``."""
+    return f"{source}_aug{index:03d}"
+
+
+def source_id(item_id: str) -> str:
+    """The id of the source image an (augmented) item was made from."""
+    return _AUGMENTED_SUFFIX.sub("", item_id)
+
+
+def _list_files(directory, extensions):
+    """Map id -> path for the files below ``directory`` whose extension is in ``extensions``."""
+    found = {}
+    for dirpath, _, filenames in os.walk(directory):
+        for filename in filenames:
+            stem, ext = os.path.splitext(filename)
+            if ext.lower() not in extensions:
+                continue
+            path = os.path.join(dirpath, filename)
+            item_id = os.path.relpath(os.path.join(dirpath, stem), directory).replace(os.sep, "/")
+            if item_id in found:
+                raise DataError(
+                    f"{path} and {found[item_id]}: two files share the id '{item_id}'. "
+                    f"Keep one image per id."
+                )
+            found[item_id] = path
+    return found
+
+
+def read_subset_lists(root) -> dict[str, list[str]]:
+    """Read ``ImageSets/Segmentation/<subset>.txt`` lists below ``root``: subset -> ids."""
+    directory = os.path.join(root, SUBSETS_DIR)
+    subsets = {}
+    if os.path.isdir(directory):
+        for filename in sorted(os.listdir(directory)):
+            if filename.endswith(".txt"):
+                with open(os.path.join(directory, filename), encoding="utf-8") as f:
+                    ids = [line.strip() for line in f if line.strip()]
+                subsets[filename[: -len(".txt")]] = ids
+    return subsets
+
+
+def validate_classes(class_names, colors, source) -> None:
+    """Check a class list: unique non-empty names, one unique RGB colour per class.
+
+    Raises :class:`DataError` naming ``source`` (the file the list came from).
+    """
+    if len(class_names) != len(colors):
+        raise DataError(f"{source}: {len(class_names)} class names but {len(colors)} colours.")
+    if not class_names:
+        raise DataError(f"{source}: no classes are defined.")
+    if len(class_names) >= IGNORE_INDEX:
+        raise DataError(f"{source}: {len(class_names)} classes; at most {IGNORE_INDEX} fit in uint8 labels.")
+    seen_names, seen_colors = {}, {}
+    for class_id, (name, color) in enumerate(zip(class_names, colors)):
+        color = tuple(int(c) for c in color)
+        if not name:
+            raise DataError(f"{source}: class {class_id} has an empty name.")
+        if len(color) != 3 or not all(0 <= c <= 255 for c in color):
+            raise DataError(f"{source}: class '{name}' has colour {color}; expected three values 0..255.")
+        if name in seen_names:
+            raise DataError(f"{source}: the class name '{name}' appears twice (ids {seen_names[name]} and {class_id}).")
+        if color in seen_colors:
+            raise DataError(
+                f"{source}: classes '{seen_colors[color]}' and '{name}' share the colour "
+                f"{color}, so their masks cannot be told apart. Give each class its own colour."
+            )
+        seen_names[name], seen_colors[color] = class_id, name
+
+
+class SegmentationFolder:
+    """Reads an ``rgb/`` + ``gt/`` folder (see the module docstring).
+
+    Attributes:
+        root: the folder.
+        class_names: list of class names, index = class id.
+        colors: list of ``(r, g, b)`` tuples, index = class id.
+        ignore_index: the label value that counts for nothing.
+        ids: sorted list of item ids that have both an image and a label.
+
+    Raises:
+        DataError: when ``classes.json`` is missing or invalid, or when an image
+            has no label or a label has no image (every unpaired file is named).
+    """
+
+    def __init__(self, root):
+        self.root = os.fspath(root)
+        classes_path = os.path.join(self.root, CLASSES_FILE)
+        if not os.path.isfile(classes_path):
+            raise DataError(
+                f"{classes_path}: missing. An rgb/ + gt/ folder needs a classes.json with "
+                f'"class_names" and "colors"; segzoo.data writers create it.'
+            )
+        with open(classes_path, encoding="utf-8") as f:
+            try:
+                meta = json.load(f)
+                self.class_names = list(meta["class_names"])
+                self.colors = [tuple(int(c) for c in color) for color in meta["colors"]]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise DataError(f"{classes_path}: not a valid classes file ({error}).") from error
+        self.ignore_index = int(meta.get("ignore_index", IGNORE_INDEX))
+        validate_classes(self.class_names, self.colors, classes_path)
+
+        self._images = _list_files(os.path.join(self.root, IMAGES_DIR), IMAGE_EXTENSIONS)
+        self._labels = _list_files(os.path.join(self.root, LABELS_DIR), (".png",))
+        problems = [f"{self._images[i]}: image with no label (expected gt/{i}.png)"
+                    for i in sorted(self._images.keys() - self._labels.keys())]
+        problems += [f"{self._labels[i]}: label with no image (expected rgb/{i}.<ext>)"
+                     for i in sorted(self._labels.keys() - self._images.keys())]
+        if problems:
+            raise DataError(f"{self.root}: images and labels do not pair up:\n  " + "\n  ".join(problems))
+        if not self._images:
+            raise DataError(f"{self.root}: no images found in {IMAGES_DIR}/ (extensions {', '.join(IMAGE_EXTENSIONS)}).")
+        self.ids = sorted(self._images)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.class_names)
+
+    def image_path(self, item_id: str) -> str:
+        """Path of the image of ``item_id``."""
+        return self._images[item_id]
+
+    def label_path(self, item_id: str) -> str:
+        """Path of the label of ``item_id``."""
+        return self._labels[item_id]
+
+    def subsets(self) -> dict[str, list[str]]:
+        """Subset name -> ids, from ``ImageSets/Segmentation`` (empty when absent)."""
+        subsets = read_subset_lists(self.root)
+        for name, ids in subsets.items():
+            unknown = [i for i in ids if i not in self._images]
+            if unknown:
+                raise DataError(
+                    f"{os.path.join(self.root, SUBSETS_DIR, name + '.txt')}: lists ids with no "
+                    f"image: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}."
+                )
+        return subsets
+
+    def load(self, item_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Read one item: ``(image uint8 (H, W, 3), label uint8 (H, W))``.
+
+        Raises:
+            DataError: naming both files when their sizes differ, and naming the
+                label when it holds a value that is neither a class id nor
+                ``ignore_index``.
+        """
+        image_path, label_path = self._images[item_id], self._labels[item_id]
+        image, label = read_image(image_path), read_label(label_path)
+        if image.shape[:2] != label.shape:
+            raise DataError(
+                f"{image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} "
+                f"is {label.shape[1]}x{label.shape[0]} (width x height). They must match."
+            )
+        check_label_values(label, self.num_classes, self.ignore_index, label_path)
+        return image, label
+
+    def items(self):
+        """Yield ``(item_id, image, label)`` for every item, in id order."""
+        for item_id in self.ids:
+            yield (item_id, *self.load(item_id))
+
+    def __len__(self):
+        return len(self.ids)
+
+
+def check_label_values(label, num_classes, ignore_index, source) -> None:
+    """Raise :class:`DataError` naming ``source`` if ``label`` has ids outside ``[0, num_classes)``.
+
+    ``ignore_index`` is allowed. The message gives the bad values and their pixel counts.
+    """
+    values, counts = np.unique(label, return_counts=True)
+    bad = [(int(v), int(c)) for v, c in zip(values, counts) if v >= num_classes and v != ignore_index]
+    if bad:
+        listed = ", ".join(f"{v} ({c} pixels)" for v, c in bad[:5])
+        raise DataError(
+            f"{source}: label values {listed} are not class ids: there are {num_classes} "
+            f"classes (0..{num_classes - 1}) and {ignore_index} means ignore. Masks stored "
+            f"as 0/255 must be converted to 0/1 first."
+        )
+
+
+class FolderWriter:
+    """Writes an ``rgb/`` + ``gt/`` folder.
+
+    Refuses to write into a folder that already holds files (nothing is ever
+    silently overwritten) unless ``overwrite=True``, and refuses to write the
+    same id twice.
+
+    Args:
+        root: the output folder.
+        class_names: list of class names, index = class id.
+        colors: list of ``(r, g, b)``, index = class id.
+        image_format: extension for images, ``".png"`` (lossless) or ``".jpg"``.
+        overwrite: allow writing into a non-empty folder.
+    """
+
+    def __init__(self, root, class_names, colors, image_format=".png", overwrite=False):
+        self.root = os.fspath(root)
+        validate_classes(class_names, colors, "class list")
+        if os.path.isdir(self.root) and os.listdir(self.root) and not overwrite:
+            raise DataError(
+                f"{self.root}: the output folder is not empty. Choose a new folder or pass overwrite=True."
+            )
+        if image_format not in (".png", ".jpg"):
+            raise DataError(f"image_format must be '.png' or '.jpg', got {image_format!r}.")
+        os.makedirs(self.root, exist_ok=True)
+        self.class_names = list(class_names)
+        self.colors = [tuple(int(c) for c in color) for color in colors]
+        self.image_format = image_format
+        self.written: set[str] = set()
+        with open(os.path.join(self.root, CLASSES_FILE), "w", encoding="utf-8") as f:
+            json.dump({"class_names": self.class_names, "colors": [list(c) for c in self.colors],
+                       "ignore_index": IGNORE_INDEX}, f, indent=2)
+
+    def write(self, item_id: str, image: np.ndarray, label: np.ndarray) -> None:
+        """Write one image and its label under ``item_id``."""
+        if item_id in self.written:
+            raise DataError(f"{self.root}: the id '{item_id}' was written twice.")
+        if np.asarray(image).shape[:2] != np.asarray(label).shape:
+            raise DataError(
+                f"{item_id}: image shape {np.shape(image)} and label shape {np.shape(label)} differ."
+            )
+        check_label_values(label, len(self.class_names), IGNORE_INDEX, f"label of {item_id}")
+        write_image(os.path.join(self.root, IMAGES_DIR, item_id + self.image_format), image)
+        write_label(os.path.join(self.root, LABELS_DIR, item_id + ".png"), label)
+        self.written.add(item_id)
+
+    def write_subsets(self, subsets: dict[str, list[str]]) -> None:
+        """Write ``ImageSets/Segmentation/<subset>.txt`` lists (ids must have been written)."""
+        directory = os.path.join(self.root, SUBSETS_DIR)
+        os.makedirs(directory, exist_ok=True)
+        for name, ids in subsets.items():
+            missing = [i for i in ids if i not in self.written]
+            if missing:
+                raise DataError(f"subset '{name}' lists ids that were not written: {missing[:5]}")
+            with open(os.path.join(directory, name + ".txt"), "w", encoding="utf-8") as f:
+                f.writelines(i + "\n" for i in ids)
