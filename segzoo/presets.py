@@ -1,0 +1,125 @@
+"""The registry of named models: ``from_name``, ``list_presets``, ``get_preset``.
+
+Every named model of the zoo is one :class:`Preset` entry below: a builder that
+assembles a backbone and a head into a :class:`segzoo.models.SegmentationModel`,
+with what it is, its size and its cost. ``python -m segzoo.presets`` prints the
+table that the README shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from typing import Callable
+
+#: Resolution (height, width) and class count at which presets report their cost.
+REPORT_SHAPE = (480, 640, 3)
+REPORT_CLASSES = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One named model.
+
+    Attributes:
+        name: registry key, e.g. ``"ddrnet23_slim"``.
+        title: the model's usual name, e.g. ``"DDRNet-23-slim"``.
+        description: one sentence on what it is.
+        build: ``build(num_classes, input_shape, weights, **overrides)`` returning a
+            :class:`~segzoo.models.SegmentationModel`; ``weights`` is ``None`` or
+            ``"imagenet"`` (pretrained backbone).
+        params: parameters at inference (no auxiliary head) with ``REPORT_CLASSES`` classes.
+        gmacs: multiply-adds (10^9) of one ``REPORT_SHAPE`` image, see
+            :func:`segzoo.utils.count_flops`.
+        source: the paper or code it follows.
+    """
+
+    name: str
+    title: str
+    description: str
+    build: Callable
+    params: int
+    gmacs: float
+    source: str
+
+    def summary(self) -> str:
+        """One line: title, description, size and cost."""
+        height, width, _ = REPORT_SHAPE
+        return (f"{self.title}: {self.description} {self.params / 1e6:.2f} M parameters, "
+                f"{self.gmacs:.2f} GFLOPs (multiply-adds) at {width}x{height}. Source: {self.source}.")
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Add ``preset`` to the registry (names are unique)."""
+    if preset.name in _PRESETS:
+        raise ValueError(f"A preset named {preset.name!r} is already registered.")
+    _PRESETS[preset.name] = preset
+    return preset
+
+
+def list_presets() -> list[str]:
+    """Names of every registered preset, sorted."""
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The :class:`Preset` called ``name``; an unknown name lists the valid ones and the closest."""
+    if name not in _PRESETS:
+        close = difflib.get_close_matches(name, _PRESETS, n=1, cutoff=0.0)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown preset {name!r}.{hint} Valid names: {', '.join(list_presets())}.")
+    return _PRESETS[name]
+
+
+def from_name(name, num_classes=REPORT_CLASSES, input_shape=(None, None, 3), weights=None, **overrides):
+    """Build the named model.
+
+    Args:
+        name: a name from :func:`list_presets`.
+        num_classes: output channels: 1 for binary segmentation with a sigmoid,
+            otherwise the number of classes, background included (softmax).
+        input_shape: ``(H, W, 3)``; ``None`` for sizes chosen at run time.
+            Heights and widths must be multiples of ``model.size_divisor``.
+        weights: ``None`` (random initialisation), ``"imagenet"`` (ImageNet-pretrained
+            backbone, downloaded and cached by Keras on first use), or the path of a
+            ``.weights.h5`` file saved from the same preset and ``num_classes``.
+        **overrides: constructor arguments of the preset's head (and
+            ``aux_loss_weight``), to vary a preset without writing a new one.
+
+    Returns:
+        A :class:`segzoo.models.SegmentationModel`.
+    """
+    preset = get_preset(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (1 means binary with a sigmoid); got {num_classes}.")
+    weights_file = None
+    if weights not in (None, "imagenet"):
+        weights_file = os.fspath(weights)
+        if not weights_file.endswith(".weights.h5") or not os.path.isfile(weights_file):
+            raise ValueError(
+                f"weights must be None, 'imagenet' or an existing .weights.h5 file; got {weights!r}.")
+    model = preset.build(num_classes=num_classes, input_shape=tuple(input_shape),
+                         weights=None if weights_file else weights, **overrides)
+    if weights_file:
+        model.load_weights(weights_file)
+    return model
+
+
+def markdown_table() -> str:
+    """The preset table of the README, as markdown."""
+    height, width, _ = REPORT_SHAPE
+    rows = ["| preset | model | parameters | GFLOPs at {}x{} | source |".format(width, height),
+            "|---|---|---|---|---|"]
+    for name in list_presets():
+        p = _PRESETS[name]
+        rows.append(f"| `{name}` | {p.title}: {p.description} | {p.params / 1e6:.2f} M "
+                    f"| {p.gmacs:.2f} | {p.source} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,113 @@
+"""The shared test harness: build, run, serialise, save, train a step, other backends.
+
+Every model family's tests call these, so that each family meets the same bar.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def random_images(batch=1, height=64, width=64, seed=0):
+    """Float32 RGB images with values 0..255, shape (batch, height, width, 3)."""
+    return np.random.default_rng(seed).uniform(0, 255, (batch, height, width, 3)).astype("float32")
+
+
+def random_labels(batch=1, height=64, width=64, num_classes=2, seed=0):
+    """Int32 class ids in [0, max(num_classes, 2)), shape (batch, height, width)."""
+    return np.random.default_rng(seed).integers(0, max(num_classes, 2), (batch, height, width)).astype("int32")
+
+
+def assert_config_roundtrip(obj):
+    """``from_config(get_config())`` gives an object with the same config."""
+    config = obj.get_config()
+    clone = type(obj).from_config(config)
+    assert clone.get_config() == config
+    return clone
+
+
+def assert_keras_file_roundtrip(model, inputs, directory, atol=1e-6):
+    """Save ``model`` as ``.keras``, load it in safe mode, and compare outputs on ``inputs``."""
+    path = os.path.join(directory, "model.keras")
+    expected = keras.ops.convert_to_numpy(model(inputs, training=False))
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded) is type(model)
+    actual = keras.ops.convert_to_numpy(loaded(inputs, training=False))
+    np.testing.assert_allclose(actual, expected, atol=atol, rtol=0)
+    return loaded
+
+
+def assert_trains_one_step(model, images, labels, loss=None):
+    """One optimiser step changes the weights and gives a finite loss."""
+    if loss is None:
+        loss = (keras.losses.BinaryCrossentropy(from_logits=True) if model.num_classes == 1
+                else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+    before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+    labels = labels[..., None].astype("float32") if model.num_classes == 1 else labels
+    value = model.train_on_batch(images, labels)
+    assert np.isfinite(value), value
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    return value
+
+
+def run_in_backend(backend, code, timeout=900):
+    """Run ``code`` in a fresh Python with ``KERAS_BACKEND=backend``; return the JSON it prints last.
+
+    ``code`` must print one JSON document on its last line of output.
+    """
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{backend} run failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@keras.saving.register_keras_serializable(package="segzoo_tests")
+class TinyBackbone(__import__("segzoo.backbones.base", fromlist=["Backbone"]).Backbone):
+    """A three-level backbone for tests of the model machinery (P1..P3, strides 2..8)."""
+
+    size_divisor = 8
+
+    def __init__(self, input_shape=(None, None, 3), **kwargs):
+        from segzoo.layers import ConvBNAct
+
+        inputs = keras.Input(input_shape)
+        p1 = ConvBNAct(4, strides=2, name="p1")(inputs)
+        p2 = ConvBNAct(8, strides=2, name="p2")(p1)
+        p3 = ConvBNAct(8, strides=2, name="p3")(p2)
+        super().__init__(inputs, {"P1": p1, "P2": p2, "P3": p3}, {"P1": 2, "P2": 4, "P3": 8}, **kwargs)
+        self.image_shape = tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "input_shape": self.image_shape}
+
+
+@keras.saving.register_keras_serializable(package="segzoo_tests")
+class TinyHead(keras.layers.Layer):
+    """A 1x1 classifier on one feature level, for tests of the model machinery."""
+
+    def __init__(self, num_classes, level="P3", **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.level = num_classes, level
+        self.classifier = keras.layers.Conv2D(num_classes, 1, name="classifier")
+
+    def build(self, input_shape):
+        self.classifier.build(input_shape[self.level])
+        self.built = True
+
+    def call(self, features, training=None):
+        return self.classifier(features[self.level])
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "level": self.level}

@@ -1,0 +1,74 @@
+"""segzoo.models.SegmentationModel: outputs, auxiliary head, training, saving."""
+
+import keras
+import numpy as np
+import pytest
+
+from harness import (TinyBackbone, TinyHead, assert_config_roundtrip, assert_keras_file_roundtrip,
+                     assert_trains_one_step, random_images, random_labels)
+from segzoo.models import SegmentationModel
+
+
+def tiny_model(num_classes=3, aux=True, aux_loss_weight=0.4, input_shape=(None, None, 3)):
+    return SegmentationModel(TinyBackbone(input_shape), TinyHead(num_classes),
+                             aux_head=TinyHead(num_classes, level="P2") if aux else None,
+                             aux_loss_weight=aux_loss_weight)
+
+
+def test_logits_at_input_size_in_float32():
+    model = tiny_model()
+    y = model(random_images(2, 32, 48))
+    assert y.shape == (2, 32, 48, 3)
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    assert model.num_classes == 3
+
+
+def test_auxiliary_logits_only_when_training():
+    model = tiny_model()
+    x = random_images(1, 32, 32)
+    assert not isinstance(model(x, training=False), dict)
+    outputs = model(x, training=True)
+    assert set(outputs) == {"logits", "aux_logits"}
+    assert outputs["aux_logits"].shape == (1, 32, 32, 3)
+    assert not isinstance(tiny_model(aux_loss_weight=0.0)(x, training=True), dict)
+
+
+def test_auxiliary_loss_is_added_with_its_weight():
+    x, y = random_images(2, 32, 32), random_labels(2, 32, 32, 3)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = tiny_model(aux_loss_weight=0.5)
+    model.compile(loss=loss)
+    outputs = model(x, training=True)
+    expected = (loss(y, outputs["logits"]) + 0.5 * loss(y, outputs["aux_logits"]))
+    total = model.compute_loss(x, y, outputs, training=True)
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-6)
+
+
+def test_trains_and_evaluates_with_auxiliary_head():
+    x, y = random_images(2, 32, 32), random_labels(2, 32, 32, 3)
+    model = tiny_model()
+    assert_trains_one_step(model, x, y)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    results = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert 0.0 <= results["accuracy"] <= 1.0
+
+
+def test_binary_model_has_one_channel():
+    model = tiny_model(num_classes=1, aux=False)
+    assert model(random_images(1, 16, 16)).shape == (1, 16, 16, 1)
+    assert_trains_one_step(model, random_images(2, 16, 16), random_labels(2, 16, 16, 2))
+
+
+def test_input_size_must_be_a_multiple_of_the_divisor():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"height 20 is not a multiple of 8.*24 or 16"):
+        model(random_images(1, 20, 32))
+
+
+def test_config_and_keras_file_roundtrip(tmp_path):
+    model = tiny_model(input_shape=(32, 32, 3))
+    assert_config_roundtrip(model)
+    loaded = assert_keras_file_roundtrip(model, random_images(2, 32, 32), tmp_path)
+    assert loaded.aux_loss_weight == model.aux_loss_weight
+    assert isinstance(loaded.aux_head, TinyHead)
