@@ -66,7 +66,8 @@ def run_in_backend(backend, code, timeout=900):
     ``code`` must print one JSON document on its last line of output.
     """
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=os.pathsep.join([REPO_ROOT, os.path.join(REPO_ROOT, "tests"),
+                                           os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{backend} run failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
