@@ -81,9 +81,10 @@ class AugmentConfig:
 
     Every ``<operation>_prob`` is the probability, 0..1, that a copy applies
     that operation (see the module docstring for the operations and their
-    order). Ranges are ``(low, high)`` pairs drawn uniformly. Defaults follow
-    the original project's ranges. Lists are accepted for ranges and stored as
-    tuples.
+    order). Ranges are ``(low, high)`` pairs drawn uniformly; lists are
+    accepted and stored as tuples. The rotation, blur kernel, blur brightness
+    and crop ranges are the original project's; the other ranges and every
+    probability are segzoo's choices (two operations per copy on average).
     """
 
     copies: int = _option(9, "augmented copies written per source item (besides the original)")
@@ -184,11 +185,13 @@ def _object_color(image, label, rng, config):
         if class_id in (BACKGROUND_ID, IGNORE_INDEX):
             continue
         count, components = cv2.connectedComponents((label == class_id).astype(np.uint8), connectivity=8)
+        shifts = np.zeros((count, 2), np.int32)  # row 0: outside the class
         for component in range(1, count):
-            mask = components == component
-            hue[mask] = _hue_units(rng.uniform(*config.object_hue_degrees))
-            value[mask] = int(round(rng.uniform(*config.object_value)))
-            inside |= mask
+            shifts[component] = (_hue_units(rng.uniform(*config.object_hue_degrees)),
+                                 round(rng.uniform(*config.object_value)))
+        mask = components > 0
+        hue[mask], value[mask] = shifts[components[mask]].T
+        inside |= mask
     if not inside.any():
         return image
     return np.where(inside[..., None], _shift_hsv(image, hue, 1.0, value), image)
