@@ -14,6 +14,8 @@ _EXPORTS = {
     "write_image": "io", "write_label": "io",
     "SegmentationFolder": "folder", "FolderWriter": "folder", "source_id": "folder",
     "augmented_id": "folder", "check_label_values": "folder",
+    "AugmentConfig": "augment", "augment_dataset": "augment", "augment_pair": "augment",
+    "copy_rng": "augment", "overlay_label": "overlay", "open_dataset": "sources",
 }
 
 
