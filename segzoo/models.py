@@ -24,14 +24,19 @@ class SegmentationModel(keras.Model):
         head: a layer mapping the backbone's feature dict to logits at some stride.
         aux_head: optional layer mapping the feature dict to auxiliary logits.
         aux_loss_weight: weight of the auxiliary loss (0.4 in DDRNet's recipe).
+        class_names: optional names of the predicted classes (index = class id;
+            two for a binary model), kept in the saved model for predictions.
+        class_colors: optional ``(r, g, b)`` per class, likewise.
     """
 
-    def __init__(self, backbone, head, aux_head=None, aux_loss_weight=0.4, **kwargs):
+    def __init__(self, backbone, head, aux_head=None, aux_loss_weight=0.4, class_names=None,
+                 class_colors=None, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.head = head
         self.aux_head = aux_head
         self.aux_loss_weight = float(aux_loss_weight)
+        self.set_classes(class_names, class_colors)
         # float32 logits: losses and argmax are stable under mixed precision.
         self.resize = ResizeLike(dtype="float32", name="resize_to_input")
         self._aux_loss_source = self._aux_loss_fn = None
@@ -41,6 +46,16 @@ class SegmentationModel(keras.Model):
     def num_classes(self):
         """Number of output channels: 1 for binary (sigmoid), else the number of classes."""
         return self.head.num_classes
+
+    def set_classes(self, class_names, class_colors=None):
+        """Record the names (and colours) of the predicted classes, saved with the model."""
+        expected = 2 if self.num_classes == 1 else self.num_classes
+        for what, values in (("class_names", class_names), ("class_colors", class_colors)):
+            if values is not None and len(values) != expected:
+                raise ValueError(f"{what} has {len(values)} entries; this model predicts {expected} classes.")
+        self.class_names = list(class_names) if class_names is not None else None
+        self.class_colors = ([tuple(int(c) for c in color) for color in class_colors]
+                             if class_colors is not None else None)
 
     @property
     def size_divisor(self):
@@ -107,6 +122,8 @@ class SegmentationModel(keras.Model):
             aux_head=(keras.saving.serialize_keras_object(self.aux_head)
                       if self.aux_head is not None else None),
             aux_loss_weight=self.aux_loss_weight,
+            class_names=self.class_names,
+            class_colors=[list(color) for color in self.class_colors] if self.class_colors else None,
         )
         return config
 

@@ -44,3 +44,18 @@ def overlay_label(image, label, colors, ignore_index=IGNORE_INDEX, alpha=0.5) ->
     border = painted & ((cv2.erode(label, kernel) != label) | (cv2.dilate(label, kernel) != label))
     overlay[border] = tint[border]
     return overlay
+
+
+def default_colors(num_classes):
+    """The PASCAL VOC palette: ``num_classes`` distinct ``(r, g, b)``, black for class 0."""
+    colors = []
+    for class_id in range(num_classes):
+        r = g = b = 0
+        value = class_id
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        colors.append((r, g, b))
+    return colors

@@ -1,0 +1,212 @@
+"""Evaluation: mean IoU over a split, model size and cost, latency, and pictures for people.
+
+* :func:`evaluate_segmentation`: streaming confusion matrix over a dataset ->
+  mean IoU, per-class IoU, pixel accuracy.
+* :func:`measure_latency`: wall-clock latency of the compiled forward pass,
+  after warm-up, device synchronised, median and 90th percentile.
+* :func:`evaluation_report` joins both with parameters and GFLOPs;
+  :func:`format_report` prints it as a table.
+* :func:`save_visualizations`: image | truth | prediction | confidence PNGs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import cv2
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from segzoo import postprocess
+from segzoo.constants import IGNORE_INDEX
+from segzoo.metrics import MeanIoU
+from segzoo.utils import count_flops, count_params
+
+
+def compiled_forward(model, jit_compile=False):
+    """A compiled function ``images -> logits`` (inference mode) for the active backend.
+
+    TensorFlow: a ``tf.function`` graph (XLA with ``jit_compile``); JAX: ``jax.jit``
+    over the model's stateless call; PyTorch: eager under ``torch.no_grad``.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda x: model(x, training=False), jit_compile=jit_compile,
+                           reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        forward = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
+        return lambda x: forward(trainable, non_trainable, x)
+    import torch
+
+    def forward(x):
+        with torch.no_grad():
+            return model(x, training=False)
+
+    return forward
+
+
+def measure_latency(model, input_shape=(480, 640, 3), batch_size=1, warmup=10, runs=50,
+                    jit_compile=False, forward=None, seed=0):
+    """Wall-clock latency of one forward pass, in milliseconds.
+
+    Each run converts the output to numpy, which waits for the device, so GPU
+    time is included. The first ``warmup`` runs (compilation, caches) are not
+    counted.
+
+    Args:
+        model: the model (used when ``forward`` is None).
+        input_shape: ``(H, W, 3)`` of the timed input.
+        batch_size: images per run.
+        warmup: untimed runs first.
+        runs: timed runs.
+        jit_compile: TensorFlow only: time the XLA-compiled graph.
+        forward: a callable ``images -> outputs`` to time instead of the model's
+            compiled forward pass (an exported model's runner, say).
+
+    Returns:
+        dict with ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms``, ``runs``,
+        ``warmup``, ``batch_size`` and ``input_shape``.
+    """
+    if forward is None:
+        forward = compiled_forward(model, jit_compile)
+    images = np.random.default_rng(seed).uniform(0, 255, (batch_size, *input_shape)).astype("float32")
+    for _ in range(warmup):
+        keras.ops.convert_to_numpy(forward(images))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(forward(images))
+        times.append((time.perf_counter() - start) * 1000.0)
+    times = np.array(times)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs,
+            "warmup": warmup, "batch_size": batch_size, "input_shape": list(input_shape)}
+
+
+def evaluate_segmentation(model, dataset, class_names, ignore_index=IGNORE_INDEX, forward=None,
+                          progress=True):
+    """Mean IoU, per-class IoU and pixel accuracy of ``model`` over ``dataset``.
+
+    Args:
+        model: a segmentation model (logits out).
+        dataset: iterable of ``(images float32 (B, H, W, 3) 0..255, labels int (B, H, W))``.
+        class_names: one name per class (2 for a binary model: background, object).
+        ignore_index: label value that counts for nothing.
+        forward: ``images -> logits`` to use instead of the compiled model.
+        progress: show a progress bar.
+
+    Returns:
+        dict: ``mean_iou``, ``per_class_iou`` (name -> IoU, None for a class absent
+        from truth and prediction), ``pixel_accuracy``, ``confusion_matrix`` (rows =
+        truth), ``num_images``.
+    """
+    num_classes = postprocess.num_output_classes(model.num_classes)
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model predicting {num_classes} classes.")
+    forward = forward or compiled_forward(model)
+    metric = MeanIoU(num_classes=num_classes, ignore_index=ignore_index)
+    num_images = 0
+    for images, labels in tqdm(dataset, desc="evaluating", unit="batch", disable=not progress):
+        metric.update_state(labels, forward(images))
+        num_images += int(images.shape[0])
+    confusion = metric.confusion_matrix()
+    per_class = metric.per_class_iou()
+    return {
+        "mean_iou": float(metric.result()),
+        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, per_class)},
+        "pixel_accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)),
+        "confusion_matrix": confusion.tolist(),
+        "num_images": num_images,
+    }
+
+
+def machine_description():
+    """CPU model, cores, TensorFlow threads and GPUs of this machine, for reports."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    description = {"cpu": cpu, "cores": os.cpu_count(), "backend": keras.backend.backend(), "gpus": []}
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        description["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+        description["threads"] = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    return description
+
+
+def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), latency_runs=50,
+                      latency_warmup=10, ignore_index=IGNORE_INDEX):
+    """Accuracy over ``dataset`` plus parameters, GFLOPs and batch-1 latency at ``input_shape``."""
+    report = evaluate_segmentation(model, dataset, class_names, ignore_index)
+    report.update(
+        parameters=count_params(model),
+        gflops=count_flops(model, input_shape) / 1e9,
+        latency=measure_latency(model, input_shape, runs=latency_runs, warmup=latency_warmup),
+        machine=machine_description(),
+    )
+    return report
+
+
+def format_report(report) -> str:
+    """The report as a plain-text table: per-class IoU, then the summary lines."""
+    width = max(len(name) for name in report["per_class_iou"]) + 2
+    lines = [f"{'class':<{width}} IoU", "-" * (width + 8)]
+    for name, iou in report["per_class_iou"].items():
+        lines.append(f"{name:<{width}} {'n/a' if iou is None else f'{iou:.4f}'}")
+    lines += ["-" * (width + 8), f"{'mean IoU':<{width}} {report['mean_iou']:.4f}",
+              f"{'pixel accuracy':<{width}} {report['pixel_accuracy']:.4f}"]
+    if "parameters" in report:
+        latency = report["latency"]
+        shape = latency["input_shape"]
+        lines += [f"{'parameters':<{width}} {report['parameters'] / 1e6:.2f} M",
+                  f"{'GFLOPs':<{width}} {report['gflops']:.2f} (multiply-adds, {shape[1]}x{shape[0]})",
+                  f"{'latency':<{width}} {latency['median_ms']:.1f} ms median, {latency['p90_ms']:.1f} ms p90 "
+                  f"(batch {latency['batch_size']}, {latency['runs']} runs)"]
+    return "\n".join(lines)
+
+
+def _confidence_map(probabilities):
+    """Colour map of the top-class probability, RGB uint8."""
+    gray = np.clip(probabilities.max(axis=-1) * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+
+
+def save_visualizations(model, dataset, colors, output_dir, max_images=16, ignore_index=IGNORE_INDEX):
+    """Write ``image | truth | prediction | confidence`` PNGs for the first ``max_images`` images.
+
+    Returns the list of written paths.
+    """
+    from segzoo.data.io import write_image
+    from segzoo.data.overlay import overlay_label
+
+    os.makedirs(output_dir, exist_ok=True)
+    forward = compiled_forward(model)
+    paths = []
+    for images, labels in dataset:
+        logits = forward(images)
+        predicted = keras.ops.convert_to_numpy(postprocess.classes(logits)).astype(np.uint8)
+        confidence = keras.ops.convert_to_numpy(postprocess.probabilities(logits))
+        for image, label, prediction, probs in zip(np.asarray(images), np.asarray(labels), predicted, confidence):
+            image = np.clip(image, 0, 255).astype(np.uint8)
+            label = label.astype(np.uint8)
+            panel = np.concatenate([image, overlay_label(image, label, colors, ignore_index),
+                                    overlay_label(image, prediction, colors, ignore_index),
+                                    _confidence_map(probs)], axis=1)
+            path = os.path.join(output_dir, f"{len(paths):04d}.png")
+            write_image(path, panel)
+            paths.append(path)
+            if len(paths) >= max_images:
+                return paths
+    return paths

@@ -1,0 +1,248 @@
+"""Export through ``keras.Model.export``, then prove the exported file agrees with the Keras model.
+
+Formats: TensorFlow SavedModel (``"saved_model"``), LiteRT (``"litert"``:
+float32, float16 weights, or int8 with a representative set) and ONNX
+(``"onnx"``). The exported graph takes what the Keras model takes (float32 RGB
+0..255, NHWC, at a fixed height and width) and normalises inside itself; with
+``output="classes"`` it ends in the argmax (or sigmoid threshold) and returns
+int32 class ids, with ``"probabilities"`` the softmax.
+
+After writing a file, :func:`export_model` runs it on real images with its own
+runtime (``tf.saved_model``, the LiteRT interpreter, ONNX Runtime), compares
+with the Keras model and raises :class:`ExportMismatchError` when they
+disagree: a wrong export (keras-hub issue 2495) never passes unnoticed.
+
+TensorRT: build an engine from the ONNX file (``trtexec --onnx=model.onnx
+--saveEngine=model.plan --fp16``) or run it through ONNX Runtime's TensorRT
+execution provider; see the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import keras
+import numpy as np
+
+from segzoo import postprocess
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("saved_model", "litert", "onnx")
+QUANTIZATIONS = ("none", "float16", "int8")
+OUTPUTS = ("logits", "probabilities", "classes")
+
+#: Least share of pixels whose class must agree with the Keras model, per quantisation.
+MIN_AGREEMENT = {"none": 0.999, "float16": 0.99, "int8": 0.95}
+#: Largest difference of logits allowed, relative to their range, without quantisation.
+MAX_RELATIVE_ERROR = 1e-3
+
+
+class ExportMismatchError(RuntimeError):
+    """The exported file's outputs disagree with the Keras model's."""
+
+
+@keras.saving.register_keras_serializable(package="segzoo")
+class Postprocess(keras.layers.Layer):
+    """Logits to ``"probabilities"`` or ``"classes"`` (see :mod:`segzoo.postprocess`), inside a graph."""
+
+    def __init__(self, output="classes", **kwargs):
+        super().__init__(**kwargs)
+        if output not in ("probabilities", "classes"):
+            raise ValueError(f"output must be 'probabilities' or 'classes'; got {output!r}.")
+        self.kind = output
+
+    def call(self, logits):
+        if self.kind == "classes":
+            return postprocess.classes(logits)
+        return postprocess.probabilities(logits)
+
+    def get_config(self):
+        return {**super().get_config(), "output": self.kind}
+
+
+def inference_model(model, input_size, output="logits", batch_size=None):
+    """A functional model of fixed input size around ``model``, for export.
+
+    Args:
+        model: the segmentation model.
+        input_size: ``(H, W)``, multiples of ``model.size_divisor``.
+        output: ``"logits"``, ``"probabilities"`` or ``"classes"``.
+        batch_size: fixed batch size, or None for any.
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}.")
+    inputs = keras.Input((*input_size, 3), batch_size=batch_size, name="images")
+    outputs = model(inputs, training=False)
+    if output != "logits":
+        outputs = Postprocess(output, name=output)(outputs)
+    return keras.Model(inputs, outputs, name=f"{model.name}_inference")
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What an export wrote and how well it agrees with the Keras model."""
+
+    path: str
+    format: str
+    quantize: str
+    output: str
+    input_size: tuple
+    max_abs_error: float
+    max_relative_error: float
+    class_agreement: float
+    size_bytes: int
+
+    def summary(self):
+        """One line for people."""
+        return (f"{self.path} ({self.format}, {self.quantize}, {self.size_bytes / 1e6:.1f} MB): class "
+                f"agreement {self.class_agreement:.4%}, max |difference| {self.max_abs_error:.3g} "
+                f"({self.max_relative_error:.2e} of the output range)")
+
+
+def runner(path, format):
+    """A function ``images float32 (B, H, W, 3) -> numpy outputs`` running an exported file."""
+    path = os.fspath(path)
+    if format == "saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
+        return lambda images: np.asarray(loaded.serve(tf.constant(images)))
+    if format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda images: session.run(None, {name: np.asarray(images, np.float32)})[0]
+    if format == "litert":
+        interpreter = _litert_interpreter(path)
+        interpreter.allocate_tensors()
+        input_detail = interpreter.get_input_details()[0]
+        output_detail = interpreter.get_output_details()[0]
+
+        def run(images):
+            outputs = []
+            for image in np.asarray(images, np.float32):  # the graph has batch 1
+                interpreter.set_tensor(input_detail["index"], image[None])
+                interpreter.invoke()
+                outputs.append(interpreter.get_tensor(output_detail["index"])[0])
+            return np.stack(outputs)
+
+        return run
+    raise ValueError(f"format must be one of {FORMATS}; got {format!r}.")
+
+
+def _litert_interpreter(path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # TensorFlow's copy, deprecated but present in TF 2.x
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=path, num_threads=os.cpu_count())
+
+
+def _litert_options(quantize, representative_images):
+    import tensorflow as tf
+
+    if quantize == "none":
+        return {}
+    if quantize == "float16":
+        return {"optimizations": [tf.lite.Optimize.DEFAULT],
+                "target_spec": {"supported_types": [tf.float16]}}
+    if representative_images is None or len(representative_images) == 0:
+        raise ValueError("int8 quantisation needs representative images (a few dozen training images).")
+
+    def representative_dataset():
+        for image in representative_images:
+            yield [np.asarray(image, np.float32)[None]]
+
+    return {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative_dataset}
+
+
+def compare_outputs(expected, actual, output, quantize):
+    """Differences between Keras outputs and an exported file's: (max abs, max relative, class agreement)."""
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.shape != actual.shape:
+        raise ExportMismatchError(f"output shape {actual.shape} differs from the Keras model's {expected.shape}.")
+    difference = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
+    scale = max(float(np.ptp(expected)), 1e-6)
+    if output == "classes":
+        expected_classes, actual_classes = expected, actual
+    else:
+        expected_classes = np.asarray(postprocess.classes(expected)) if output == "logits" else expected.argmax(-1)
+        actual_classes = np.asarray(postprocess.classes(actual)) if output == "logits" else actual.argmax(-1)
+    agreement = float(np.mean(expected_classes == actual_classes))
+    return float(difference.max()), float(difference.max() / scale), agreement
+
+
+def export_model(model, path, format="litert", quantize="none", input_size=(480, 640), output="logits",
+                 representative_images=None, check_images=None):
+    """Export ``model`` to ``path`` and check the file against the Keras model.
+
+    Args:
+        model: a segmentation model.
+        path: output file (``.tflite``, ``.onnx``) or folder (SavedModel).
+        format: ``"saved_model"``, ``"litert"`` or ``"onnx"``.
+        quantize: ``"none"``, or LiteRT ``"float16"`` / ``"int8"``.
+        input_size: ``(H, W)`` of the exported graph.
+        output: ``"logits"``, ``"probabilities"`` or ``"classes"`` (argmax inside).
+        representative_images: RGB images ``(H, W, 3)`` at ``input_size`` for int8
+            calibration (draw them from the training data).
+        check_images: float32 images ``(N, H, W, 3)`` to compare on; default: the
+            representative images, else random ones (real images are a better check).
+
+    Returns:
+        :class:`ExportReport`.
+
+    Raises:
+        ExportMismatchError: the exported file disagrees with the Keras model
+            (class agreement under ``MIN_AGREEMENT[quantize]`` or, unquantised,
+            logits off by more than ``MAX_RELATIVE_ERROR`` of their range).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {format!r}.")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}; got {quantize!r}.")
+    if quantize != "none" and format != "litert":
+        raise ValueError(f"quantize={quantize!r} applies to LiteRT only; {format} exports float32.")
+    input_size = tuple(int(s) for s in input_size)
+    divisor = model.size_divisor
+    if any(s % divisor for s in input_size):
+        raise ValueError(f"input_size {input_size} must be multiples of {divisor} for this model.")
+    path = os.fspath(path)
+    suffix = {"litert": ".tflite", "onnx": ".onnx"}.get(format)
+    if suffix and not path.endswith(suffix):
+        raise ValueError(f"{path}: a {format} export needs a file name ending in {suffix}.")
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; remove it or choose another path.")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    if check_images is None:
+        check_images = (np.stack([np.asarray(i, np.float32) for i in representative_images[:4]])
+                        if representative_images is not None and len(representative_images)
+                        else np.random.default_rng(0).uniform(0, 255, (2, *input_size, 3)).astype(np.float32))
+    check_images = np.asarray(check_images, np.float32)
+    graph = inference_model(model, input_size, output, batch_size=1 if format == "litert" else None)
+    # Run the graph first: the ONNX exporter requires a model that has been called.
+    expected = np.concatenate([keras.ops.convert_to_numpy(graph(image[None])) for image in check_images])
+    if format == "litert":
+        graph.export(path, format="litert", verbose=False, **_litert_options(quantize, representative_images))
+    elif format == "onnx":
+        graph.export(path, format="onnx", verbose=False)
+    else:
+        graph.export(path, format="tf_saved_model", verbose=False)
+    actual = runner(path, format)(check_images)
+    max_abs, max_rel, agreement = compare_outputs(expected, actual, output, quantize)
+    size = (os.path.getsize(path) if os.path.isfile(path)
+            else sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs))
+    report = ExportReport(path, format, quantize, output, input_size, max_abs, max_rel, agreement, size)
+    logger.info("%s", report.summary())
+    exact_enough = quantize != "none" or output == "classes" or max_rel <= MAX_RELATIVE_ERROR
+    if agreement < MIN_AGREEMENT[quantize] or not exact_enough:
+        raise ExportMismatchError(f"The exported file disagrees with the Keras model: {report.summary()}. "
+                                  f"Expected class agreement >= {MIN_AGREEMENT[quantize]:.1%}"
+                                  + ("" if quantize != "none" else f" and relative error <= {MAX_RELATIVE_ERROR}"))
+    return report

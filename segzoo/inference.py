@@ -1,0 +1,272 @@
+"""Live prediction: frames in, class maps and overlays out, for a video file or a webcam.
+
+:class:`FramePredictor` runs the model on one RGB frame at a time, with
+optional temporal smoothing of the class probabilities (an exponential moving
+average, which stops flicker between frames) and optional keep-largest-regions
+post-processing. :func:`draw_overlay` paints the classes in the label map's
+colours with a legend and an FPS counter. :func:`predict_video` and
+:func:`run_camera` are the loops. The model's own preprocessing is the only
+one: frames go in as RGB 0..255, exactly like training images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import cv2
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from segzoo import postprocess
+from segzoo.constants import BACKGROUND_ID
+from segzoo.data.overlay import overlay_label
+from segzoo.evaluation import compiled_forward
+
+logger = logging.getLogger(__name__)
+
+#: Codecs tried for an ``.mp4`` output, most widely playable first.
+MP4_CODECS = ("avc1", "H264", "mp4v")
+
+
+def load_model(path):
+    """Load a ``.keras`` model in safe mode (no code from the file runs)."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a .keras checkpoint (as segzoo training writes).")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint.")
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def keep_largest_regions(classes, count=1):
+    """Keep only the ``count`` largest connected regions of each non-background class.
+
+    Args:
+        classes: ``uint8`` class ids ``(H, W)``.
+        count: regions kept per class.
+
+    Returns:
+        A copy of ``classes`` where smaller regions became background.
+    """
+    result = classes.copy()
+    for class_id in np.unique(classes):
+        if class_id == BACKGROUND_ID:
+            continue
+        mask = (classes == class_id).astype(np.uint8)
+        num, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if num - 1 <= count:
+            continue
+        order = np.argsort(stats[1:, cv2.CC_STAT_AREA])[::-1] + 1  # component ids, largest first
+        drop = np.isin(components, order[count:])
+        result[drop] = BACKGROUND_ID
+    return result
+
+
+class FramePredictor:
+    """Runs a segmentation model on single RGB frames.
+
+    Args:
+        model: a segmentation model (logits out).
+        input_size: ``(H, W)`` the frame is resized to for the model; default:
+            the frame size rounded to the nearest multiple of the model's
+            ``size_divisor`` (or the model's fixed input size).
+        smoothing: weight of the past in the moving average of probabilities,
+            0 (off) to <1 (smoother, slower to react).
+        keep_largest: if > 0, keep only this many largest regions per class.
+    """
+
+    def __init__(self, model, input_size=None, smoothing=0.0, keep_largest=0):
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1); got {smoothing}.")
+        self.model = model
+        self.input_size = tuple(input_size) if input_size else None
+        self.smoothing = float(smoothing)
+        self.keep_largest = int(keep_largest)
+        self._forward = compiled_forward(model)
+        self._average = None
+
+    def reset(self):
+        """Forget the smoothing history (at a cut or a new stream)."""
+        self._average = None
+
+    def _model_size(self, frame_shape):
+        if self.input_size:
+            return self.input_size
+        fixed = self.model.backbone.input_shape[1:3]
+        if all(fixed):
+            return tuple(fixed)
+        divisor = self.model.size_divisor
+        return tuple(max(divisor, int(round(s / divisor)) * divisor) for s in frame_shape[:2])
+
+    def predict(self, frame):
+        """Class ids ``uint8 (H, W)`` and probabilities ``float32 (H, W, K)`` for one RGB ``uint8`` frame."""
+        height, width = frame.shape[:2]
+        model_height, model_width = self._model_size(frame.shape)
+        resized = cv2.resize(frame, (model_width, model_height), interpolation=cv2.INTER_LINEAR)
+        logits = self._forward(resized[None].astype(np.float32))
+        probabilities = keras.ops.convert_to_numpy(postprocess.probabilities(logits))[0]
+        if self.smoothing and self._average is not None and self._average.shape == probabilities.shape:
+            probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
+        self._average = probabilities
+        probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
+        if probabilities.ndim == 2:  # cv2 drops a trailing axis of size 1
+            probabilities = probabilities[..., None]
+        classes = probabilities.argmax(axis=-1).astype(np.uint8)
+        if self.keep_largest:
+            classes = keep_largest_regions(classes, self.keep_largest)
+        return classes, probabilities
+
+
+def draw_overlay(frame, classes, colors, class_names, fps=None, alpha=0.5):
+    """The frame with classes painted in their colours, a legend, and an FPS counter (RGB uint8)."""
+    canvas = overlay_label(frame, classes, colors, alpha=alpha)
+    scale = max(frame.shape[0] / 720.0, 0.4)
+    thickness = max(int(round(2 * scale)), 1)
+    line = int(28 * scale)
+    y = line
+    for name, color in zip(class_names, colors):
+        cv2.rectangle(canvas, (8, y - int(18 * scale)), (8 + int(18 * scale), y), tuple(int(c) for c in color), -1)
+        cv2.putText(canvas, name, (14 + int(22 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
+        y += line
+    if fps is not None:
+        text = f"{fps:.1f} FPS"
+        (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, thickness)
+        cv2.putText(canvas, text, (frame.shape[1] - text_width - 10, line), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.8 * scale, (255, 255, 0), thickness, cv2.LINE_AA)
+    return canvas
+
+
+def open_video_writer(path, fps, frame_size):
+    """A ``cv2.VideoWriter`` for ``path`` (RGB frames of ``(width, height)``), with the most
+    widely playable codec this OpenCV build can write (H.264, else MPEG-4 Part 2)."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    codecs = ("MJPG",) if path.lower().endswith(".avi") else MP4_CODECS
+    for codec in codecs:
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), float(fps), tuple(frame_size))
+        if writer.isOpened():
+            if codec == "mp4v":
+                logger.info("%s: written as MPEG-4 Part 2 ('mp4v'); this OpenCV build has no H.264 encoder.", path)
+            return writer
+        writer.release()
+    raise RuntimeError(f"{path}: OpenCV cannot write a video with any of the codecs {codecs}.")
+
+
+class _FpsMeter:
+    """Frames per second of the whole loop, smoothed."""
+
+    def __init__(self):
+        self.value, self._last = None, None
+
+    def tick(self):
+        now = time.perf_counter()
+        if self._last is not None:
+            current = 1.0 / max(now - self._last, 1e-6)
+            self.value = current if self.value is None else 0.9 * self.value + 0.1 * current
+        self._last = now
+        return self.value
+
+
+def predict_video(predictor, video_path, output_path, colors, class_names, show_fps=True, progress=True):
+    """Segment every frame of ``video_path`` and write the overlays to ``output_path``.
+
+    The output keeps the source frame rate and size. Returns a dict with
+    ``frames``, ``fps`` (source) and ``output``.
+    """
+    capture = cv2.VideoCapture(os.fspath(video_path))
+    if not capture.isOpened():
+        raise FileNotFoundError(f"{video_path}: OpenCV cannot open this video.")
+    source_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    if source_fps <= 0:
+        logger.warning("%s does not state its frame rate; writing 30 FPS.", video_path)
+        source_fps = 30.0
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer = open_video_writer(output_path, source_fps, size)
+    meter, frames = _FpsMeter(), 0
+    predictor.reset()
+    try:
+        with tqdm(total=total, desc="predicting", unit="frame", disable=not progress) as bar:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                classes, _ = predictor.predict(frame)
+                canvas = draw_overlay(frame, classes, colors, class_names, meter.tick() if show_fps else None)
+                writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+                frames += 1
+                bar.update(1)
+    finally:
+        capture.release()
+        writer.release()
+    if frames == 0:
+        raise ValueError(f"{video_path}: no frame could be read.")
+    return {"frames": frames, "fps": source_fps, "output": os.fspath(output_path)}
+
+
+def has_display():
+    """Whether a window can be shown: on Linux, whether a display server is set."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def run_camera(predictor, colors, class_names, camera=0, output=None, show=None, max_frames=None,
+               window_name="segzoo"):
+    """Segment a live stream: webcam ``camera`` (an index, or a stream URL/file).
+
+    Shows a window when a display is available (``q`` or Esc quits); without
+    one, or with ``show=False``, writes the overlays to ``output`` instead of
+    failing (default ``camera_<time>.mp4``); so does a window that OpenCV
+    cannot open (a headless build). Returns a dict with ``frames`` and
+    ``output`` (None when only shown).
+    """
+    default_output = f"camera_{time.strftime('%Y%m%d_%H%M%S')}.mp4"
+    show = has_display() if show is None else show
+    if not show and output is None:
+        output = default_output
+        logger.warning("No display: writing the stream to %s instead of showing it.", output)
+    capture = cv2.VideoCapture(camera)
+    if not capture.isOpened():
+        raise RuntimeError(f"Cannot open camera {camera!r}: check the index (0 is the first webcam) "
+                           f"and that no other program holds it.")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    writer, meter, frames = None, _FpsMeter(), 0
+    predictor.reset()
+    try:
+        while max_frames is None or frames < max_frames:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            classes, _ = predictor.predict(frame)
+            canvas = cv2.cvtColor(draw_overlay(frame, classes, colors, class_names, meter.tick()),
+                                  cv2.COLOR_RGB2BGR)
+            if show:
+                try:
+                    cv2.imshow(window_name, canvas)
+                except cv2.error as error:
+                    show, output = False, output or default_output
+                    logger.warning("Cannot open a window (%s): writing the stream to %s instead.",
+                                   str(error).strip().splitlines()[-1], output)
+                else:
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        break
+            if output is not None:
+                if writer is None:
+                    writer = open_video_writer(output, fps, (canvas.shape[1], canvas.shape[0]))
+                writer.write(canvas)
+            frames += 1
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if show:
+            cv2.destroyAllWindows()
+    return {"frames": frames, "output": output}

@@ -1,0 +1,34 @@
+"""From logits to probabilities and class ids: the one place inference, evaluation and export share.
+
+Logits are NHWC: ``C == 1`` is binary (sigmoid, class 1 where the logit is
+above 0, i.e. probability above 0.5), otherwise a softmax over ``C`` classes.
+Written with ``keras.ops``, so the same code runs eagerly, inside a compiled
+graph and inside an exported model.
+"""
+
+from keras import ops
+
+
+def probabilities(logits):
+    """Class probabilities ``(B, H, W, K)`` with ``K = max(C, 2)``: a binary model's
+    sigmoid becomes ``[1 - p, p]``, so every model yields one channel per class."""
+    logits = ops.cast(logits, "float32")
+    if logits.shape[-1] == 1:
+        foreground = ops.sigmoid(logits)
+        return ops.concatenate([1.0 - foreground, foreground], axis=-1)
+    return ops.softmax(logits, axis=-1)
+
+
+def classes(logits):
+    """Class ids ``(B, H, W)`` int32: argmax (first maximum on ties), or ``logit > 0`` for a 1-channel model."""
+    if logits.shape[-1] == 1:
+        return ops.cast(logits[..., 0] > 0, "int32")
+    # top_k rather than argmax: Keras's TensorFlow argmax adds sign-bit ops
+    # (for -0.0) that LiteRT has no builtin kernel for; TOPK_V2 converts everywhere.
+    _, indices = ops.top_k(logits, k=1, sorted=False)
+    return ops.cast(indices[..., 0], "int32")
+
+
+def num_output_classes(num_channels):
+    """Number of classes a model with ``num_channels`` logit channels predicts (2 for binary)."""
+    return 2 if num_channels == 1 else num_channels

@@ -1,0 +1,293 @@
+"""Training: data, model, loss, optimiser, strategy, checkpoints and resumption in one call.
+
+:func:`train` runs a whole training from a :class:`TrainConfig`, the object
+behind ``examples/train.py`` (one flag per field). The pieces are public too:
+:func:`make_optimizer`, :func:`make_loss`, :func:`make_strategy`,
+:func:`prepare_data`.
+
+Checkpoints (``checkpoint_dir``): ``best.keras`` (best validation mean IoU),
+``last.keras`` (end of the latest epoch, optimiser state included) and
+``state.json`` (epochs done, best score), plus ``log.csv`` and TensorBoard
+logs in ``logs/``. ``resume=True`` reloads ``last.keras`` and continues at the
+next epoch: weights, optimiser moments, step counter and so the learning-rate
+schedule all continue where the interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+
+import keras
+
+from segzoo import losses, presets
+from segzoo.constants import IGNORE_INDEX
+from segzoo.metrics import MeanIoU
+from segzoo.schedules import SCHEDULES, WarmupDecay
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+BINARY_LOSSES = ("bce", "binary_focal")
+
+BEST_CHECKPOINT = "best.keras"
+LAST_CHECKPOINT = "last.keras"
+STATE_FILE = "state.json"
+MONITOR = "val_mean_iou"
+
+
+def _field(default, help, **metadata):
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; each field is a flag of ``examples/train.py``."""
+
+    data: str = _field(None, "an rgb/ + gt/ folder, a CVAT export (folder or .zip) or a built TFDS dataset name")
+    preset: str = _field("ddrnet23_slim", "model name, see segzoo.presets.list_presets()")
+    images: str = _field(None, "CVAT export saved without images: the folder of the original images")
+    data_dir: str = _field(None, "TFDS data directory, for a TFDS dataset name")
+    epochs: int = _field(100, "epochs to train")
+    batch_size: int = _field(8, "images per batch on each device (the global batch is this x devices)")
+    image_size: tuple = _field((480, 640), "training crop height and width, multiples of the model's divisor")
+    steps_per_epoch: int = _field(None, "steps per epoch (default: one pass over the training split)")
+    weights: str = _field("imagenet", "'imagenet' (pretrained backbone), 'none', or a .weights.h5 file")
+    loss: str = _field("ce", "ce, focal, bce or binary_focal (the last two train a 1-channel sigmoid model)")
+    class_weights: tuple = _field(None, "per-class loss weights, one per class")
+    ohem_threshold: float = _field(None, "OHEM: keep pixels whose true-class probability is below this (e.g. 0.9)")
+    ohem_min_kept: int = _field(100000, "OHEM: keep at least this many pixels per batch")
+    focal_gamma: float = _field(2.0, "focal losses: gamma")
+    focal_alpha: float = _field(None, "focal losses: alpha (binary focal default 0.25)")
+    aux_loss_weight: float = _field(0.4, "weight of the auxiliary head's loss (DDRNet); 0 turns it off")
+    optimizer: str = _field("adamw", "sgd, adam or adamw", choices=OPTIMIZERS)
+    learning_rate: float = _field(1e-3, "peak learning rate")
+    schedule: str = _field("poly", "learning-rate decay: poly, cosine or constant", choices=SCHEDULES)
+    warmup_epochs: float = _field(1.0, "epochs of linear warm-up")
+    poly_power: float = _field(0.9, "exponent of the polynomial decay")
+    end_learning_rate_ratio: float = _field(0.01, "final learning rate as a fraction of the peak")
+    momentum: float = _field(0.9, "SGD momentum")
+    weight_decay: float = _field(1e-4, "decoupled weight decay, applied to every weight at every step")
+    precision: str = _field("float32", "float32, mixed_float16 or mixed_bfloat16", choices=PRECISIONS)
+    augment: bool = _field(True, "online augmentation: random scale and crop, flip, colour jitter")
+    scale_range: tuple = _field((0.5, 2.0), "online augmentation: random scale range")
+    cache: bool = _field(False, "cache decoded images in memory")
+    val_ratio: float = _field(0.1, "validation fraction when the data has no split lists")
+    binary: bool = _field(False, "CVAT import: merge every foreground class into one")
+    checkpoint_dir: str = _field("runs/train", "folder for checkpoints and logs")
+    resume: bool = _field(False, "continue the run saved in checkpoint_dir")
+    multi_gpu: bool = _field(False, "train on every visible GPU with MirroredStrategy (TensorFlow)")
+    gpu: int = _field(None, "train on this GPU only")
+    seed: int = _field(0, "random seed")
+    deterministic: bool = _field(False, "deterministic input pipeline (slower)")
+    verbose: int = _field(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+
+
+def make_loss(name, num_classes, ignore_index=IGNORE_INDEX, class_weights=None, ohem_threshold=None,
+              ohem_min_kept=100000, focal_gamma=2.0, focal_alpha=None):
+    """The loss called ``name`` with the options that apply to it; others must be left unset."""
+    if name in BINARY_LOSSES:
+        if class_weights or ohem_threshold is not None:
+            raise ValueError(f"loss {name!r} takes no class_weights or OHEM options.")
+        if name == "bce":
+            return losses.get(name, ignore_index=ignore_index)
+        alpha = 0.25 if focal_alpha is None else focal_alpha
+        return losses.get(name, ignore_index=ignore_index, gamma=focal_gamma, alpha=alpha)
+    if class_weights is not None and len(class_weights) != num_classes:
+        raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes.")
+    if name == "ce":
+        return losses.get(name, ignore_index=ignore_index,
+                          class_weights=list(class_weights) if class_weights else None,
+                          ohem_threshold=ohem_threshold, ohem_min_kept=ohem_min_kept)
+    if name == "focal":
+        if ohem_threshold is not None:
+            raise ValueError("OHEM applies to loss 'ce' only.")
+        alpha = list(class_weights) if class_weights else focal_alpha
+        return losses.get(name, ignore_index=ignore_index, gamma=focal_gamma, alpha=alpha)
+    return losses.get(name)  # raises, listing the valid names
+
+
+def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0):
+    """An optimiser over a learning-rate ``schedule`` with decoupled weight decay.
+
+    Weight decay (``w -= lr * weight_decay * w`` at every step) applies to every
+    weight, batch-norm parameters included, as in the official DDRNet recipe.
+    """
+    weight_decay = weight_decay or None
+    if name == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=False, weight_decay=weight_decay)
+    if name == "adam":
+        return keras.optimizers.Adam(schedule, weight_decay=weight_decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+
+
+def make_strategy(multi_gpu=False, gpu=None):
+    """The ``tf.distribute`` strategy for one device, one chosen GPU, or every GPU.
+
+    Must run before TensorFlow touches a GPU. With ``multi_gpu`` and no GPU, the
+    logical CPU devices are mirrored instead (how the tests check replication).
+
+    Args:
+        multi_gpu: mirror the model on every visible GPU (``MirroredStrategy``).
+        gpu: index of the one GPU to use (``None``: TensorFlow's default).
+    """
+    import tensorflow as tf  # MirroredStrategy is TensorFlow's: the TF backend only.
+
+    if keras.backend.backend() != "tensorflow":
+        if multi_gpu or gpu is not None:
+            raise ValueError("multi_gpu and gpu need the TensorFlow backend; on JAX use "
+                             "examples/train.py --distributed.")
+        return None
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpu is not None:
+        if not 0 <= gpu < len(gpus):
+            raise ValueError(f"gpu={gpu}, but {len(gpus)} GPU(s) are visible.")
+        tf.config.set_visible_devices(gpus[gpu], "GPU")
+        if not multi_gpu:
+            return tf.distribute.OneDeviceStrategy("/gpu:0")
+    if not multi_gpu:
+        return tf.distribute.get_strategy()
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if not devices:
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        logger.warning("multi_gpu: no GPU is visible; mirroring %d CPU device(s).", len(devices))
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def prepare_data(config: TrainConfig):
+    """Resolve ``config.data`` to something :func:`segzoo.data.load` reads.
+
+    An ``rgb/`` + ``gt/`` folder or a TFDS name is used as it is; a CVAT export
+    is imported once into ``<checkpoint_dir>/dataset`` (reused on resume).
+    """
+    from segzoo import data
+
+    if config.data is None:
+        raise ValueError("No data: give an rgb/ + gt/ folder, a CVAT export or a TFDS dataset name.")
+    path = os.fspath(config.data)
+    if not os.path.exists(path):
+        return path  # a TFDS dataset name
+    if os.path.isfile(os.path.join(path, data.folder.CLASSES_FILE)):
+        return path
+    imported = os.path.join(config.checkpoint_dir, "dataset")
+    if os.path.isfile(os.path.join(imported, data.folder.CLASSES_FILE)) and config.resume:
+        return imported
+    logger.info("Importing the CVAT export %s into %s", path, imported)
+    return data.import_cvat(path, imported, images=config.images, binary=config.binary)
+
+
+class _RunState(keras.callbacks.Callback):
+    """After every epoch, saves ``last.keras`` and ``state.json`` (epochs done, best score)."""
+
+    def __init__(self, directory, best_checkpoint):
+        super().__init__()
+        self.directory = directory
+        self.best_checkpoint = best_checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.save(os.path.join(self.directory, LAST_CHECKPOINT))
+        best = self.best_checkpoint.best
+        state = {"epochs_done": epoch + 1, "best": None if math.isinf(best) else float(best),
+                 "monitor": MONITOR}
+        with open(os.path.join(self.directory, STATE_FILE), "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=2)
+
+
+def _read_state(directory):
+    path = os.path.join(directory, STATE_FILE)
+    if not (os.path.isfile(path) and os.path.isfile(os.path.join(directory, LAST_CHECKPOINT))):
+        raise FileNotFoundError(f"resume: no {STATE_FILE} and {LAST_CHECKPOINT} in {directory}; "
+                                f"nothing to resume. Drop --resume to start a new run.")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _check_new_run(directory):
+    existing = [f for f in (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE)
+                if os.path.exists(os.path.join(directory, f))]
+    if existing:
+        raise FileExistsError(f"{directory} already holds a run ({', '.join(existing)}). Pass "
+                              f"resume=True (--resume) to continue it, or choose another checkpoint_dir.")
+
+
+def train(config: TrainConfig):
+    """Train a model as ``config`` says; returns ``(model, history)``.
+
+    ``history`` maps each logged metric to its values per epoch (this call's
+    epochs only when resuming; ``log.csv`` holds the whole run).
+    """
+    from segzoo import data
+
+    keras.utils.set_random_seed(config.seed)
+    if config.precision != "float32":
+        keras.mixed_precision.set_global_policy(config.precision)
+    strategy = make_strategy(config.multi_gpu, config.gpu)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    global_batch = config.batch_size * replicas
+
+    os.makedirs(config.checkpoint_dir, exist_ok=True)
+    state = _read_state(config.checkpoint_dir) if config.resume else None
+    if state is None:
+        _check_new_run(config.checkpoint_dir)
+    source = prepare_data(config)
+    info = data.load_info(source, data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed)
+    binary = config.loss in BINARY_LOSSES
+    data_options = dict(batch_size=global_batch, image_size=tuple(config.image_size),
+                        num_classes=info.num_classes, data_dir=config.data_dir,
+                        val_ratio=config.val_ratio, seed=config.seed, cache=config.cache,
+                        deterministic=config.deterministic)
+    train_ds = data.load(source, "train", shuffle=True, repeat=config.steps_per_epoch is not None,
+                         augment=data.OnlineAugment(scale_range=tuple(config.scale_range))
+                         if config.augment else None, drop_remainder=True, **data_options)
+    val_ds = data.load(source, "validation", shuffle=False, **data_options)
+    logger.info("%s: %d classes %s, %d training and %d validation images, global batch %d on %d device(s)",
+                source, info.num_classes, info.class_names, info.split_sizes.get("train", -1),
+                info.split_sizes.get("validation", -1), global_batch, replicas)
+
+    steps_per_epoch = config.steps_per_epoch or max(info.split_sizes["train"] // global_batch, 1)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        if state is not None:
+            model = keras.saving.load_model(os.path.join(config.checkpoint_dir, LAST_CHECKPOINT),
+                                            safe_mode=True)
+            initial_epoch = state["epochs_done"]
+            logger.info("Resuming after epoch %d (optimizer step %d)", initial_epoch,
+                        int(model.optimizer.iterations))
+        else:
+            weights = None if str(config.weights).lower() == "none" else config.weights
+            model = presets.from_name(config.preset, num_classes=1 if binary else info.num_classes,
+                                      weights=weights, aux_loss_weight=config.aux_loss_weight)
+            schedule = WarmupDecay(config.learning_rate, total_steps=config.epochs * steps_per_epoch,
+                                   warmup_steps=int(config.warmup_epochs * steps_per_epoch),
+                                   kind=config.schedule, power=config.poly_power,
+                                   end_ratio=config.end_learning_rate_ratio)
+            model.compile(
+                optimizer=make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay),
+                loss=make_loss(config.loss, info.num_classes, class_weights=config.class_weights,
+                               ohem_threshold=config.ohem_threshold, ohem_min_kept=config.ohem_min_kept,
+                               focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha),
+                metrics=[MeanIoU(num_classes=2 if binary else info.num_classes, name="mean_iou")],
+            )
+            initial_epoch = 0
+
+    best = keras.callbacks.ModelCheckpoint(os.path.join(config.checkpoint_dir, BEST_CHECKPOINT),
+                                           monitor=MONITOR, mode="max", save_best_only=True)
+    if state is not None and state.get("best") is not None:
+        best.best = state["best"]
+    callbacks = [
+        best,
+        _RunState(config.checkpoint_dir, best),
+        keras.callbacks.CSVLogger(os.path.join(config.checkpoint_dir, "log.csv"), append=state is not None),
+        keras.callbacks.TensorBoard(os.path.join(config.checkpoint_dir, "logs")),
+    ]
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                        initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
+                        callbacks=callbacks, verbose=config.verbose)
+    return model, history.history
