@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from segzoo.constants import BACKGROUND_ID, IGNORE_INDEX
 from segzoo.data.folder import (
-    CLASSES_FILE, IMAGES_DIR, LABELS_DIR, SUBSETS_DIR, FolderWriter, _list_files, augmented_id,
+    CLASSES_FILE, IMAGES_DIR, LABELS_DIR, SUBSETS_DIR, FolderWriter, list_files, augmented_id,
 )
 from segzoo.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
 from segzoo.data.overlay import overlay_label
@@ -388,7 +388,7 @@ def _list_backgrounds(bg_path, config):
     bg_path = os.fspath(bg_path)
     if not os.path.isdir(bg_path):
         raise DataError(f"{bg_path}: the background folder (bg_path) does not exist.")
-    backgrounds = sorted(_list_files(bg_path, IMAGE_EXTENSIONS).values())
+    backgrounds = sorted(list_files(bg_path, IMAGE_EXTENSIONS).values())
     if not backgrounds:
         raise DataError(f"{bg_path}: the background folder (bg_path) holds no images "
                         f"({', '.join(IMAGE_EXTENSIONS)}).")

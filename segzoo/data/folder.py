@@ -46,23 +46,35 @@ def source_id(item_id: str) -> str:
     return _AUGMENTED_SUFFIX.sub("", item_id)
 
 
-def _list_files(directory, extensions):
-    """Map id -> path for the files below ``directory`` whose extension is in ``extensions``."""
+def index_by_id(paths, extensions, describe=str) -> dict[str, str]:
+    """Map id -> path for the ``/``-separated relative ``paths`` with an extension in ``extensions``.
+
+    The id is the path without its extension (``batch_1/img_0001``); extensions
+    match in any case (``frame_000000.PNG``). ``describe(path)`` names a file in
+    the error raised when two files share an id.
+    """
     found = {}
-    for dirpath, _, filenames in os.walk(directory):
-        for filename in filenames:
-            stem, ext = os.path.splitext(filename)
-            if ext.lower() not in extensions:
-                continue
-            path = os.path.join(dirpath, filename)
-            item_id = os.path.relpath(os.path.join(dirpath, stem), directory).replace(os.sep, "/")
-            if item_id in found:
-                raise DataError(
-                    f"{path} and {found[item_id]}: two files share the id '{item_id}'. "
-                    f"Keep one image per id."
-                )
-            found[item_id] = path
+    for path in paths:
+        stem, ext = os.path.splitext(path)
+        if ext.lower() not in extensions:
+            continue
+        if stem in found:
+            raise DataError(
+                f"{describe(path)} and {describe(found[stem])}: two files share the id "
+                f"'{stem}'. Keep one image per id."
+            )
+        found[stem] = path
     return found
+
+
+def list_files(directory, extensions):
+    """Map id -> path for the files below ``directory`` whose extension is in ``extensions``."""
+    relative = sorted(
+        os.path.relpath(os.path.join(dirpath, filename), directory).replace(os.sep, "/")
+        for dirpath, _, filenames in os.walk(directory) for filename in filenames
+    )
+    found = index_by_id(relative, extensions, lambda path: os.path.join(directory, path))
+    return {item_id: os.path.join(directory, path) for item_id, path in found.items()}
 
 
 def read_subset_lists(root) -> dict[str, list[str]]:
@@ -139,8 +151,8 @@ class SegmentationFolder:
         self.ignore_index = int(meta.get("ignore_index", IGNORE_INDEX))
         validate_classes(self.class_names, self.colors, classes_path)
 
-        self._images = _list_files(os.path.join(self.root, IMAGES_DIR), IMAGE_EXTENSIONS)
-        self._labels = _list_files(os.path.join(self.root, LABELS_DIR), (".png",))
+        self._images = list_files(os.path.join(self.root, IMAGES_DIR), IMAGE_EXTENSIONS)
+        self._labels = list_files(os.path.join(self.root, LABELS_DIR), (".png",))
         problems = [f"{self._images[i]}: image with no label (expected gt/{i}.png)"
                     for i in sorted(self._images.keys() - self._labels.keys())]
         problems += [f"{self._labels[i]}: label with no image (expected rgb/{i}.<ext>)"

@@ -25,11 +25,15 @@ def _decode(path, flags):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file.")
-    data = np.fromfile(path, dtype=np.uint8)
+    return _decode_bytes(np.fromfile(path, dtype=np.uint8), flags, path)
+
+
+def _decode_bytes(data, flags, source):
+    data = np.frombuffer(data, dtype=np.uint8)
     array = cv2.imdecode(data, flags) if data.size else None
     if array is None:
         raise DataError(
-            f"{path}: cannot decode this file as an image (corrupt, truncated "
+            f"{source}: cannot decode this file as an image (corrupt, truncated "
             f"or not an image). Re-export or remove it."
         )
     return array
@@ -52,6 +56,20 @@ def read_color_mask(path) -> np.ndarray:
     in the orientation of the annotated image.
     """
     array = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+
+
+def decode_image(data: bytes, source: str) -> np.ndarray:
+    """Like :func:`read_image`, for an encoded image held in memory (a zip member).
+
+    ``source`` names the data in error messages (``"export.zip!JPEGImages/a.jpg"``).
+    """
+    return cv2.cvtColor(_decode_bytes(data, cv2.IMREAD_COLOR, source), cv2.COLOR_BGR2RGB)
+
+
+def decode_color_mask(data: bytes, source: str) -> np.ndarray:
+    """Like :func:`read_color_mask`, for an encoded mask held in memory (a zip member)."""
+    array = _decode_bytes(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, source)
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 

@@ -46,16 +46,14 @@ def overlay_label(image, label, colors, ignore_index=IGNORE_INDEX, alpha=0.5) ->
     return overlay
 
 
-def default_colors(num_classes):
-    """The PASCAL VOC palette: ``num_classes`` distinct ``(r, g, b)``, black for class 0."""
-    colors = []
-    for class_id in range(num_classes):
-        r = g = b = 0
-        value = class_id
-        for bit in range(8):
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
+
+def voc_palette(n: int) -> np.ndarray:
+    """The standard Pascal VOC palette, ``(n, 3)`` uint8: 0 black, 1 (128,0,0), 2 (0,128,0), ..."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for index in range(n):
+        value = index
+        for bit in range(7, -1, -1):
+            for channel in range(3):
+                palette[index, channel] |= ((value >> channel) & 1) << bit
             value >>= 3
-        colors.append((r, g, b))
-    return colors
+    return palette

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from segzoo.data.cvat import read_cvat
 from segzoo.data.folder import CLASSES_FILE, SegmentationFolder
 from segzoo.data.io import DataError
 
@@ -24,7 +25,7 @@ def open_dataset(path, images=None):
 
     Raises:
         DataError: a missing path, ``images`` given for an ``rgb/`` + ``gt/``
-            folder, or a path that is no dataset this version can read.
+            folder, or a path that is neither kind of dataset.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -34,9 +35,4 @@ def open_dataset(path, images=None):
             raise DataError(f"{path} is an rgb/ + gt/ folder, which holds its own images: "
                             f"images={os.fspath(images)!r} applies to CVAT exports only. Drop it.")
         return SegmentationFolder(path)
-    try:
-        from segzoo.data.cvat import read_cvat  # lazily: only CVAT exports need it
-    except ImportError as error:
-        raise DataError(f"{path}: not an rgb/ + gt/ folder (no {CLASSES_FILE}), and this version of "
-                        f"segzoo cannot read CVAT exports ({error}).") from error
     return read_cvat(path, images=images)
