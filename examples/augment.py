@@ -15,9 +15,9 @@ Example (run from the repository root, or after `pip install -e .`):
 """
 
 import argparse
-import dataclasses
 import sys
 
+from segzoo.cli import add_dataclass_arguments, dataclass_from_args
 from segzoo.data.augment import AugmentConfig, augment_dataset
 from segzoo.data.io import DataError
 from segzoo.data.sources import open_dataset
@@ -41,23 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "wrote there (rgb/, gt/, overlays/, ImageSets/Segmentation/, classes.json)")
     parser.add_argument("--format", choices=("png", "jpg"), default="png",
                         help="image format of rgb/ (labels are always PNG) (default: png)")
-    options = parser.add_argument_group("augmentation (segzoo.data.AugmentConfig)")
-    for field in dataclasses.fields(AugmentConfig):
-        default = field.default
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs = {"default": default, "help": f"{field.metadata['help']} (default: {shown})"}
-        if isinstance(default, tuple):
-            kwargs.update(nargs=2, type=type(default[0]), metavar=("LOW", "HIGH"))
-        else:
-            kwargs.update(type=type(default), choices=field.metadata.get("choices"))
-        options.add_argument(f"--{field.name}", **kwargs)
+    add_dataclass_arguments(parser, AugmentConfig, "augmentation (segzoo.data.AugmentConfig)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        config = AugmentConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AugmentConfig)})
+        config = dataclass_from_args(AugmentConfig, args)
         dataset = open_dataset(args.source, images=args.images)
         augment_dataset(dataset, args.output, config, bg_path=args.bg_path, workers=args.workers,
                         overwrite=args.overwrite, image_format=f".{args.format}")

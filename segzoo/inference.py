@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from segzoo import postprocess
 from segzoo.constants import BACKGROUND_ID
-from segzoo.data.overlay import overlay_label
+from segzoo.data.overlay import overlay_label, voc_palette
 from segzoo.evaluation import compiled_forward
 
 logger = logging.getLogger(__name__)
@@ -270,3 +270,28 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
         if show:
             cv2.destroyAllWindows()
     return {"frames": frames, "output": output}
+
+
+def add_predictor_arguments(parser):
+    """Add the :class:`FramePredictor` options (``--input_size``, ``--smoothing``,
+    ``--keep_largest``, ``--no_fps``) to an argparse parser."""
+    parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),
+                        help="resize frames to this size for the model (default: the frame size "
+                             "rounded to the model's size divisor)")
+    parser.add_argument("--smoothing", type=float, default=0.0,
+                        help="temporal smoothing of probabilities, 0 (off) to 0.9 (strong) (default: 0)")
+    parser.add_argument("--keep_largest", type=int, default=0,
+                        help="keep only the N largest regions of each class, 0 keeps all (default: 0)")
+    parser.add_argument("--no_fps", action="store_true", help="do not draw the FPS counter")
+    return parser
+
+
+def predictor_from_args(args):
+    """``(FramePredictor, colors, class_names)`` from parsed :func:`add_predictor_arguments` flags
+    and ``args.checkpoint``; names and colours come from the checkpoint when it has them."""
+    model = load_model(args.checkpoint)
+    count = postprocess.num_output_classes(model.num_classes)
+    names = model.class_names or [f"class {i}" for i in range(count)]
+    colors = model.class_colors or [tuple(int(v) for v in c) for c in voc_palette(count)]
+    predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest)
+    return predictor, colors, names

@@ -32,3 +32,14 @@ def classes(logits):
 def num_output_classes(num_channels):
     """Number of classes a model with ``num_channels`` logit channels predicts (2 for binary)."""
     return 2 if num_channels == 1 else num_channels
+
+
+def output_class_names(num_channels, class_names):
+    """Names of the classes a model with ``num_channels`` logit channels predicts.
+
+    A binary (1-channel) model trained on a dataset of several classes predicts
+    background and foreground: ``[class_names[0], "foreground"]``.
+    """
+    if num_channels == 1 and len(class_names) != 2:
+        return [class_names[0], "foreground"]
+    return list(class_names)

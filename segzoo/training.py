@@ -2,8 +2,7 @@
 
 :func:`train` runs a whole training from a :class:`TrainConfig`, the object
 behind ``examples/train.py`` (one flag per field). The pieces are public too:
-:func:`make_optimizer`, :func:`make_loss`, :func:`make_strategy`,
-:func:`prepare_data`.
+:func:`make_optimizer`, :func:`make_loss`, :func:`make_strategy`.
 
 Checkpoints (``checkpoint_dir``): ``best.keras`` (best validation mean IoU),
 ``last.keras`` (end of the latest epoch, optimiser state included) and
@@ -55,11 +54,12 @@ class TrainConfig:
     data_dir: str = _field(None, "TFDS data directory, for a TFDS dataset name")
     epochs: int = _field(100, "epochs to train")
     batch_size: int = _field(8, "images per batch on each device (the global batch is this x devices)")
-    image_size: tuple = _field((480, 640), "training crop height and width, multiples of the model's divisor")
+    image_size: tuple[int, int] = _field((480, 640), "training crop height and width, multiples of the model's divisor",
+                                   metavar=("H", "W"))
     steps_per_epoch: int = _field(None, "steps per epoch (default: one pass over the training split)")
     weights: str = _field("imagenet", "'imagenet' (pretrained backbone), 'none', or a .weights.h5 file")
     loss: str = _field("ce", "ce, focal, bce or binary_focal (the last two train a 1-channel sigmoid model)")
-    class_weights: tuple = _field(None, "per-class loss weights, one per class")
+    class_weights: tuple[float, ...] = _field(None, "per-class loss weights, one per class")
     ohem_threshold: float = _field(None, "OHEM: keep pixels whose true-class probability is below this (e.g. 0.9)")
     ohem_min_kept: int = _field(100000, "OHEM: keep at least this many pixels per batch")
     focal_gamma: float = _field(2.0, "focal losses: gamma")
@@ -75,7 +75,7 @@ class TrainConfig:
     weight_decay: float = _field(1e-4, "decoupled weight decay, applied to every weight at every step")
     precision: str = _field("float32", "float32, mixed_float16 or mixed_bfloat16", choices=PRECISIONS)
     augment: bool = _field(True, "online augmentation: random scale and crop, flip, colour jitter")
-    scale_range: tuple = _field((0.5, 2.0), "online augmentation: random scale range")
+    scale_range: tuple[float, float] = _field((0.5, 2.0), "online augmentation: random scale range")
     cache: bool = _field(False, "cache decoded images in memory")
     val_ratio: float = _field(0.1, "validation fraction when the data has no split lists")
     binary: bool = _field(False, "CVAT import: merge every foreground class into one")
@@ -161,28 +161,6 @@ def make_strategy(multi_gpu=False, gpu=None):
     return tf.distribute.MirroredStrategy(devices)
 
 
-def prepare_data(config: TrainConfig):
-    """Resolve ``config.data`` to something :func:`segzoo.data.load` reads.
-
-    An ``rgb/`` + ``gt/`` folder or a TFDS name is used as it is; a CVAT export
-    is imported once into ``<checkpoint_dir>/dataset`` (reused on resume).
-    """
-    from segzoo import data
-
-    if config.data is None:
-        raise ValueError("No data: give an rgb/ + gt/ folder, a CVAT export or a TFDS dataset name.")
-    path = os.fspath(config.data)
-    if not os.path.exists(path):
-        return path  # a TFDS dataset name
-    if os.path.isfile(os.path.join(path, data.folder.CLASSES_FILE)):
-        return path
-    imported = os.path.join(config.checkpoint_dir, "dataset")
-    if os.path.isfile(os.path.join(imported, data.folder.CLASSES_FILE)) and config.resume:
-        return imported
-    logger.info("Importing the CVAT export %s into %s", path, imported)
-    return data.import_cvat(path, imported, images=config.images, binary=config.binary)
-
-
 class _RunState(keras.callbacks.Callback):
     """After every epoch, saves ``last.keras`` and ``state.json`` (epochs done, best score)."""
 
@@ -236,7 +214,10 @@ def train(config: TrainConfig):
     state = _read_state(config.checkpoint_dir) if config.resume else None
     if state is None:
         _check_new_run(config.checkpoint_dir)
-    source = prepare_data(config)
+    if config.data is None:
+        raise ValueError("No data: give an rgb/ + gt/ folder, a CVAT export or a TFDS dataset name.")
+    source = data.prepare_source(config.data, images=config.images, binary=config.binary,
+                                 import_dir=os.path.join(config.checkpoint_dir, "dataset"))
     info = data.load_info(source, data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed)
     binary = config.loss in BINARY_LOSSES
     data_options = dict(batch_size=global_batch, image_size=tuple(config.image_size),

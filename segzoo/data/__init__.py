@@ -18,7 +18,7 @@ _EXPORTS = {
     "make_cvat_sample": "synthetic", "CvatSample": "synthetic",
     "AugmentConfig": "augment", "augment_dataset": "augment", "augment_pair": "augment",
     "copy_rng": "augment", "overlay_label": "overlay", "voc_palette": "overlay",
-    "open_dataset": "sources",
+    "open_dataset": "sources", "prepare_source": "sources", "sample_images": "sources",
 }
 
 
