@@ -23,7 +23,7 @@ import os
 
 import keras
 
-from segzoo import losses, presets
+from segzoo import losses, postprocess, presets
 from segzoo.constants import IGNORE_INDEX
 from segzoo.metrics import MeanIoU
 from segzoo.schedules import SCHEDULES, WarmupDecay
@@ -245,6 +245,8 @@ def train(config: TrainConfig):
             weights = None if str(config.weights).lower() == "none" else config.weights
             model = presets.from_name(config.preset, num_classes=1 if binary else info.num_classes,
                                       weights=weights, aux_loss_weight=config.aux_loss_weight)
+            names = postprocess.output_class_names(model.num_classes, info.class_names)
+            model.set_classes(names, info.colors[:len(names)])
             schedule = WarmupDecay(config.learning_rate, total_steps=config.epochs * steps_per_epoch,
                                    warmup_steps=int(config.warmup_epochs * steps_per_epoch),
                                    kind=config.schedule, power=config.poly_power,

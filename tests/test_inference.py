@@ -1,0 +1,111 @@
+"""segzoo.inference: frame prediction, smoothing, regions, overlays, video and camera loops."""
+
+import os
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from harness import TinyBackbone, TinyHead
+from segzoo import postprocess
+from segzoo.inference import (FramePredictor, draw_overlay, keep_largest_regions, predict_video,
+                              run_camera)
+from segzoo.models import SegmentationModel
+
+COLORS = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
+NAMES = ["background", "hole", "crack"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return SegmentationModel(TinyBackbone(), TinyHead(3))
+
+
+def make_video(path, frames=9, fps=7.0, size=(64, 48)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+    return str(path)
+
+
+def test_keep_largest_regions_per_class():
+    classes = np.zeros((20, 20), np.uint8)
+    classes[0:2, 0:2] = 1          # 4 px
+    classes[5:10, 5:10] = 1        # 25 px
+    classes[15:18, 15:18] = 1      # 9 px
+    classes[0:3, 15:20] = 2        # 15 px, the only region of class 2
+    kept = keep_largest_regions(classes, count=2)
+    assert (kept[5:10, 5:10] == 1).all() and (kept[15:18, 15:18] == 1).all()
+    assert (kept[0:2, 0:2] == 0).all()
+    assert (kept[0:3, 15:20] == 2).all()
+
+
+def test_predictor_matches_the_model_at_frame_size(model):
+    frame = np.random.default_rng(1).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    classes, probabilities = FramePredictor(model).predict(frame)
+    assert classes.shape == (40, 56) and probabilities.shape == (40, 56, 3)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+    # the model saw the frame rounded to its divisor (8): 40 x 56 exactly
+    expected = keras.ops.convert_to_numpy(postprocess.classes(model(frame[None].astype("float32"))))[0]
+    assert (classes == expected).mean() > 0.99
+
+
+def test_smoothing_is_a_moving_average_of_probabilities(model):
+    rng = np.random.default_rng(2)
+    first, second = (rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(2))
+    p1 = FramePredictor(model).predict(first)[1]
+    p2 = FramePredictor(model).predict(second)[1]
+    smooth = FramePredictor(model, smoothing=0.75)
+    smooth.predict(first)
+    np.testing.assert_allclose(smooth.predict(second)[1], 0.75 * p1 + 0.25 * p2, atol=1e-5)
+    smooth.reset()
+    np.testing.assert_allclose(smooth.predict(second)[1], p2, atol=1e-5)
+    with pytest.raises(ValueError, match="smoothing"):
+        FramePredictor(model, smoothing=1.0)
+
+
+def test_overlay_draws_classes_legend_and_fps():
+    frame = np.full((120, 160, 3), 100, np.uint8)
+    classes = np.zeros((120, 160), np.uint8)
+    classes[60:, 80:] = 1
+    plain = draw_overlay(frame, classes, COLORS, NAMES)
+    assert plain[100, 120, 0] > 150 and plain[100, 120, 1] < 100  # blended with red
+    assert (plain[100, 20] == 100).all()                          # background untouched
+    legend_hole = plain[:60, :20].reshape(-1, 3)
+    assert any((pixel == (255, 0, 0)).all() for pixel in legend_hole)
+    with_fps = draw_overlay(frame, classes, COLORS, NAMES, fps=25.0)
+    assert (with_fps[:30, 100:] != plain[:30, 100:]).any()
+
+
+def test_predict_video_keeps_frame_rate_size_and_count(model, tmp_path):
+    source = make_video(tmp_path / "in.avi", frames=9, fps=7.0)
+    result = predict_video(FramePredictor(model), source, tmp_path / "out.mp4", COLORS, NAMES, progress=False)
+    assert result["frames"] == 9
+    capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(7.0, abs=0.01)
+    assert int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 64 and int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 48
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 9
+
+
+def test_predict_video_names_an_unreadable_file(model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        predict_video(FramePredictor(model), tmp_path / "missing.mp4", tmp_path / "o.mp4", COLORS, NAMES)
+
+
+def test_camera_without_display_writes_a_file(model, tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    source = make_video(tmp_path / "stream.avi", frames=5)
+    result = run_camera(FramePredictor(model), COLORS, NAMES, camera=source, max_frames=3)
+    assert result["frames"] == 3
+    assert result["output"].startswith("camera_") and os.path.isfile(result["output"])
+    assert int(cv2.VideoCapture(result["output"]).get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+def test_camera_that_cannot_open_says_which(model):
+    with pytest.raises(RuntimeError, match="camera 'no-such-stream.avi'"):
+        run_camera(FramePredictor(model), COLORS, NAMES, camera="no-such-stream.avi", show=False, output="x.mp4")
