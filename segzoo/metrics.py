@@ -11,8 +11,9 @@ prediction has no IoU (NaN) and is left out of the mean.
 - :class:`MeanIoU`: the same numbers as a streaming ``keras.metrics.Metric``
   (``keras.ops`` only: TensorFlow, JAX and PyTorch backends, jit-compatible).
 - :class:`BoundaryIoU`: IoU restricted to a band along each class's contour.
-- :func:`class_ids_from_logits`: argmax (softmax models) or logit > 0 (1-channel
-  sigmoid models), the post-processing the metric applies.
+
+Logits become class ids through :func:`segzoo.postprocess.classes` (argmax, or
+logit > 0 for a 1-channel sigmoid model), as everywhere else in segzoo.
 """
 
 from __future__ import annotations
@@ -21,21 +22,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from segzoo import postprocess
 from segzoo.constants import IGNORE_INDEX
 
 # Counters are two int32 words, count = high * 2**_LOW_BITS + low (see _PixelCountingMetric).
 _LOW_BITS = 20
-
-
-def class_ids_from_logits(logits):
-    """Predicted class ids ``(B, H, W)`` int32 from logits ``(B, H, W, C)``.
-
-    ``C == 1`` (sigmoid model): 1 where the logit is > 0, else 0. ``C >= 2``
-    (softmax model): the argmax over the channels.
-    """
-    if logits.shape[-1] == 1:
-        return ops.cast(logits[..., 0] > 0, "int32")
-    return ops.cast(ops.argmax(logits, axis=-1), "int32")
 
 
 def confusion_matrix(y_true, y_pred_ids, num_classes, ignore_index=IGNORE_INDEX):
@@ -172,7 +163,7 @@ class _PixelCountingMetric(keras.metrics.Metric):
             if self.ignore_index is not None:
                 foreground = ops.logical_and(foreground, truth != self.ignore_index)
             truth = ops.where(foreground, 1, truth)
-        return truth, class_ids_from_logits(y_pred)
+        return truth, postprocess.classes(y_pred)
 
     def _counts(self):
         high = ops.convert_to_numpy(self.counts_high).astype(np.int64)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from segzoo.losses import BinaryCrossEntropy, CrossEntropy
-from segzoo.metrics import BoundaryIoU, MeanIoU, class_ids_from_logits, confusion_matrix, iou_from_confusion
+from segzoo.metrics import BoundaryIoU, MeanIoU, confusion_matrix, iou_from_confusion
+from segzoo.postprocess import classes as class_ids_from_logits
 
 IGNORE = 255
 NUM_CLASSES = 4
