@@ -1,0 +1,74 @@
+"""segzoo.evaluation: IoU over a dataset, latency protocol, report, pictures."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from harness import TinyBackbone, TinyHead, random_images, random_labels
+from segzoo import evaluation, postprocess
+from segzoo.metrics import confusion_matrix, iou_from_confusion
+from segzoo.models import SegmentationModel
+
+NAMES = ["background", "hole", "crack"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return SegmentationModel(TinyBackbone(), TinyHead(3))
+
+
+def batches(count=3, size=(32, 48)):
+    return [(random_images(2, *size, seed=i), random_labels(2, *size, 3, seed=10 + i)) for i in range(count)]
+
+
+def test_evaluate_segmentation_matches_a_numpy_confusion_matrix(model):
+    dataset = batches()
+    labels = np.concatenate([y for _, y in dataset])
+    labels[0, :4] = 255  # ignored pixels
+    dataset[0] = (dataset[0][0], labels[:2])
+    predictions = np.concatenate([keras.ops.convert_to_numpy(postprocess.classes(model(x))) for x, _ in dataset])
+    expected = confusion_matrix(labels, predictions, 3)
+    report = evaluation.evaluate_segmentation(model, dataset, NAMES, progress=False)
+    assert report["confusion_matrix"] == expected.tolist()
+    iou = iou_from_confusion(expected)
+    assert report["mean_iou"] == pytest.approx(np.nanmean(iou), abs=1e-6)
+    assert report["per_class_iou"]["hole"] == pytest.approx(iou[1], abs=1e-6)
+    assert report["num_images"] == 6
+    assert report["pixel_accuracy"] == pytest.approx(np.trace(expected) / expected.sum())
+
+
+def test_evaluate_segmentation_checks_class_names(model):
+    with pytest.raises(ValueError, match="2 class names"):
+        evaluation.evaluate_segmentation(model, batches(1), NAMES[:2])
+
+
+def test_measure_latency_protocol(model):
+    calls = []
+
+    def forward(images):
+        calls.append(images.shape)
+        return model(images)
+
+    result = evaluation.measure_latency(model, (32, 32, 3), batch_size=2, warmup=3, runs=7, forward=forward)
+    assert len(calls) == 10 and calls[0] == (2, 32, 32, 3)
+    assert 0 < result["min_ms"] <= result["median_ms"] <= result["p90_ms"]
+    assert result["runs"] == 7 and result["warmup"] == 3 and result["batch_size"] == 2
+
+
+def test_report_table_and_cost(model):
+    report = evaluation.evaluation_report(model, batches(1), NAMES, (32, 32, 3), latency_runs=3, latency_warmup=1)
+    assert report["parameters"] == model.count_params()
+    assert report["gflops"] > 0 and report["latency"]["runs"] == 3
+    table = evaluation.format_report(report)
+    assert all(name in table for name in NAMES) and "mean IoU" in table and "ms median" in table
+
+
+def test_visualizations_are_side_by_side_panels(model, tmp_path):
+    paths = evaluation.save_visualizations(model, batches(2, (32, 40)), [(0, 0, 0), (255, 0, 0), (0, 255, 0)],
+                                           tmp_path / "vis", max_images=3)
+    assert len(paths) == 3 and all(os.path.isfile(p) for p in paths)
+    from segzoo.data.io import read_image
+
+    assert read_image(paths[0]).shape == (32, 160, 3)
