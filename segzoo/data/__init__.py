@@ -4,6 +4,8 @@ Names load on first use (TensorFlow Datasets is slow to import)::
 
     from segzoo import data
     dataset = data.read_cvat("export.zip")
+    batches = data.load("path/to/rgb_gt_folder", split="train", image_size=(480, 640),
+                        augment=data.OnlineAugment())
 """
 
 import importlib
@@ -12,8 +14,13 @@ import importlib
 _EXPORTS = {
     "DataError": "io", "read_image": "io", "read_label": "io", "read_color_mask": "io",
     "write_image": "io", "write_label": "io",
+    "decode_image": "io", "decode_label": "io", "open_zip": "io",
     "SegmentationFolder": "folder", "FolderWriter": "folder", "source_id": "folder",
     "augmented_id": "folder", "check_label_values": "folder",
+    "SegmentationZip": "folder", "open_source": "folder",
+    "Split": "splits", "split_ids": "splits",
+    "build_dataset": "tfds_builder",
+    "load": "pipeline", "load_info": "pipeline", "OnlineAugment": "pipeline", "DataInfo": "pipeline",
 }
 
 
