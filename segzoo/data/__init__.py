@@ -4,6 +4,8 @@ Names load on first use (TensorFlow Datasets is slow to import)::
 
     from segzoo import data
     dataset = data.read_cvat("export.zip")
+    batches = data.load("path/to/rgb_gt_folder", split="train", image_size=(480, 640),
+                        augment=data.OnlineAugment())
 """
 
 import importlib
@@ -12,13 +14,18 @@ import importlib
 _EXPORTS = {
     "DataError": "io", "read_image": "io", "read_label": "io", "read_color_mask": "io",
     "write_image": "io", "write_label": "io", "decode_image": "io", "decode_color_mask": "io",
-    "SegmentationFolder": "folder", "FolderWriter": "folder", "source_id": "folder",
-    "augmented_id": "folder", "check_label_values": "folder", "index_by_id": "folder",
+    "decode_label": "io", "open_zip": "io",
+    "SegmentationFolder": "folder", "SegmentationZip": "folder", "FolderWriter": "folder",
+    "open_source": "folder", "source_id": "folder", "augmented_id": "folder",
+    "check_label_values": "folder", "index_by_id": "folder",
     "read_cvat": "cvat", "CvatDataset": "cvat", "import_cvat": "cvat", "parse_labelmap": "cvat",
     "make_cvat_sample": "synthetic", "CvatSample": "synthetic",
     "AugmentConfig": "augment", "augment_dataset": "augment", "augment_pair": "augment",
     "copy_rng": "augment", "overlay_label": "overlay", "voc_palette": "overlay",
     "open_dataset": "sources", "prepare_source": "sources", "sample_images": "sources",
+    "Split": "splits", "split_ids": "splits",
+    "build_dataset": "tfds_builder",
+    "load": "pipeline", "load_info": "pipeline", "OnlineAugment": "pipeline", "DataInfo": "pipeline",
 }
 
 

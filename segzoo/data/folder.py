@@ -14,7 +14,9 @@
 (``batch_1/img_0001``), exactly as in a CVAT export. Images and labels are
 paired by id, never by sorted order. Offline augmentation writes copies named
 ``<source id>_aug<k>`` (see :func:`source_id`), so that a split can keep every
-copy of one source image on the same side.
+copy of one source image on the same side. The same layout zipped (at the root
+of the archive or under one top folder) is read in memory by
+:class:`SegmentationZip`; :func:`open_source` opens either.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import re
 import numpy as np
 
 from segzoo.constants import IGNORE_INDEX
-from segzoo.data.io import IMAGE_EXTENSIONS, DataError, read_image, read_label, write_image, write_label
+from segzoo.data.io import (
+    IMAGE_EXTENSIONS, DataError, decode_image, decode_label, open_zip, read_bytes, write_image, write_label,
+)
 
 CLASSES_FILE = "classes.json"
 IMAGES_DIR = "rgb"
@@ -67,6 +71,10 @@ def index_by_id(paths, extensions, describe=str) -> dict[str, str]:
     return found
 
 
+def _parse_subset_list(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def list_files(directory, extensions):
     """Map id -> path for the files below ``directory`` whose extension is in ``extensions``."""
     relative = sorted(
@@ -85,8 +93,7 @@ def read_subset_lists(root) -> dict[str, list[str]]:
         for filename in sorted(os.listdir(directory)):
             if filename.endswith(".txt"):
                 with open(os.path.join(directory, filename), encoding="utf-8") as f:
-                    ids = [line.strip() for line in f if line.strip()]
-                subsets[filename[: -len(".txt")]] = ids
+                    subsets[filename[: -len(".txt")]] = _parse_subset_list(f.read())
     return subsets
 
 
@@ -135,27 +142,52 @@ class SegmentationFolder:
 
     def __init__(self, root):
         self.root = os.fspath(root)
-        classes_path = os.path.join(self.root, CLASSES_FILE)
-        if not os.path.isfile(classes_path):
+        self._read_layout()
+
+    # Storage: the only methods that touch files. SegmentationZip overrides them.
+    def _walk(self, directory):
+        """Yield the ``/``-separated paths, relative to ``directory``, of the files below it."""
+        top = os.path.join(self.root, directory)
+        for dirpath, _, filenames in os.walk(top):
+            for filename in filenames:
+                yield os.path.relpath(os.path.join(dirpath, filename), top).replace(os.sep, "/")
+
+    def _read(self, relative_path) -> bytes:
+        return read_bytes(self._locate(relative_path))
+
+    def _exists(self, relative_path) -> bool:
+        return os.path.isfile(self._locate(relative_path))
+
+    def _locate(self, relative_path) -> str:
+        """The path shown to people (and opened) for a ``/``-separated path below the root."""
+        return os.path.join(self.root, *relative_path.split("/"))
+
+    def _read_layout(self):
+        classes_path = self._locate(CLASSES_FILE)
+        if not self._exists(CLASSES_FILE):
             raise DataError(
                 f"{classes_path}: missing. An rgb/ + gt/ folder needs a classes.json with "
                 f'"class_names" and "colors"; segzoo.data writers create it.'
             )
-        with open(classes_path, encoding="utf-8") as f:
-            try:
-                meta = json.load(f)
-                self.class_names = list(meta["class_names"])
-                self.colors = [tuple(int(c) for c in color) for color in meta["colors"]]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise DataError(f"{classes_path}: not a valid classes file ({error}).") from error
+        try:
+            meta = json.loads(self._read(CLASSES_FILE).decode("utf-8"))
+            self.class_names = list(meta["class_names"])
+            self.colors = [tuple(int(c) for c in color) for color in meta["colors"]]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{classes_path}: not a valid classes file ({error}).") from error
         self.ignore_index = int(meta.get("ignore_index", IGNORE_INDEX))
         validate_classes(self.class_names, self.colors, classes_path)
 
-        self._images = list_files(os.path.join(self.root, IMAGES_DIR), IMAGE_EXTENSIONS)
-        self._labels = list_files(os.path.join(self.root, LABELS_DIR), (".png",))
-        problems = [f"{self._images[i]}: image with no label (expected gt/{i}.png)"
+        def index(directory, extensions):
+            found = index_by_id(sorted(self._walk(directory)), extensions,
+                                lambda path: self._locate(f"{directory}/{path}"))
+            return {item_id: f"{directory}/{path}" for item_id, path in found.items()}
+
+        self._images = index(IMAGES_DIR, IMAGE_EXTENSIONS)
+        self._labels = index(LABELS_DIR, (".png",))
+        problems = [f"{self.image_path(i)}: image with no label (expected gt/{i}.png)"
                     for i in sorted(self._images.keys() - self._labels.keys())]
-        problems += [f"{self._labels[i]}: label with no image (expected rgb/{i}.<ext>)"
+        problems += [f"{self.label_path(i)}: label with no image (expected rgb/{i}.<ext>)"
                      for i in sorted(self._labels.keys() - self._images.keys())]
         if problems:
             raise DataError(f"{self.root}: images and labels do not pair up:\n  " + "\n  ".join(problems))
@@ -170,34 +202,37 @@ class SegmentationFolder:
 
     def image_path(self, item_id: str) -> str:
         """Path of the image of ``item_id``."""
-        return self._images[item_id]
+        return self._locate(self._images[item_id])
 
     def label_path(self, item_id: str) -> str:
         """Path of the label of ``item_id``."""
-        return self._labels[item_id]
+        return self._locate(self._labels[item_id])
 
     def subsets(self) -> dict[str, list[str]]:
         """Subset name -> ids, from ``ImageSets/Segmentation`` (empty when absent)."""
-        subsets = read_subset_lists(self.root)
-        for name, ids in subsets.items():
+        subsets, directory = {}, SUBSETS_DIR.replace(os.sep, "/")
+        for filename in sorted(self._walk(directory)):
+            if "/" in filename or not filename.endswith(".txt"):
+                continue
+            relative_path = f"{directory}/{filename}"
+            ids = _parse_subset_list(self._read(relative_path).decode("utf-8"))
             unknown = [i for i in ids if i not in self._images]
             if unknown:
                 raise DataError(
-                    f"{os.path.join(self.root, SUBSETS_DIR, name + '.txt')}: lists ids with no "
+                    f"{self._locate(relative_path)}: lists ids with no "
                     f"image: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}."
                 )
+            subsets[filename[: -len(".txt")]] = ids
         return subsets
 
-    def load(self, item_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Read one item: ``(image uint8 (H, W, 3), label uint8 (H, W))``.
+    def read_encoded(self, item_id: str) -> tuple[bytes, bytes]:
+        """The encoded files of one item, as stored: ``(image bytes, label PNG bytes)``."""
+        return self._read(self._images[item_id]), self._read(self._labels[item_id])
 
-        Raises:
-            DataError: naming both files when their sizes differ, and naming the
-                label when it holds a value that is neither a class id nor
-                ``ignore_index``.
-        """
-        image_path, label_path = self._images[item_id], self._labels[item_id]
-        image, label = read_image(image_path), read_label(label_path)
+    def decode(self, item_id: str, encoded_image: bytes, encoded_label: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Decode and check the files of ``item_id`` (see :meth:`load`)."""
+        image_path, label_path = self.image_path(item_id), self.label_path(item_id)
+        image, label = decode_image(encoded_image, image_path), decode_label(encoded_label, label_path)
         if image.shape[:2] != label.shape:
             raise DataError(
                 f"{image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} "
@@ -206,13 +241,120 @@ class SegmentationFolder:
         check_label_values(label, self.num_classes, self.ignore_index, label_path)
         return image, label
 
+    def load(self, item_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Read one item: ``(image uint8 (H, W, 3), label uint8 (H, W))``.
+
+        Raises:
+            DataError: naming both files when their sizes differ, naming the
+                label when it holds a value that is neither a class id nor
+                ``ignore_index``, and naming a file that cannot be decoded.
+        """
+        return self.decode(item_id, *self.read_encoded(item_id))
+
     def items(self):
         """Yield ``(item_id, image, label)`` for every item, in id order."""
         for item_id in self.ids:
             yield (item_id, *self.load(item_id))
 
+    def close(self) -> None:
+        """Release open files (nothing for a folder; the archive of a :class:`SegmentationZip`)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
     def __len__(self):
         return len(self.ids)
+
+
+class SegmentationZip(SegmentationFolder):
+    """Reads the ``rgb/`` + ``gt/`` layout from a zip archive, members read in memory.
+
+    ``classes.json``, ``rgb/`` and ``gt/`` sit at the root of the archive or
+    under one top folder (``dataset/rgb/...``). Nothing is extracted; member
+    names are checked by :func:`segzoo.data.io.open_zip`. Paths in messages
+    read ``archive.zip!member``. The archive opens lazily, once per process, so
+    a pickled copy (sent to a process pool) holds the path only; :meth:`close`
+    (or ``with``) closes it.
+    """
+
+    def __init__(self, path):
+        self.root = os.fspath(path)
+        self._handle = self._pid = None
+        try:
+            names = [name for name in self._archive().namelist()
+                     # macOS adds resource forks under __MACOSX/; they are not data.
+                     if not name.endswith("/") and not name.startswith("__MACOSX/")]
+            self._members = set(names)
+            self._prefix = self._find_prefix(names)
+            self._read_layout()
+        except BaseException:
+            self.close()
+            raise
+
+    def _archive(self):
+        if self._handle is None or self._pid != os.getpid():
+            self._handle, self._pid = open_zip(self.root), os.getpid()
+        return self._handle
+
+    def __getstate__(self):
+        return {**self.__dict__, "_handle": None, "_pid": None}
+
+    def _find_prefix(self, names):
+        if CLASSES_FILE in self._members:
+            return ""
+        tops = {name.split("/", 1)[0] for name in names}
+        if len(tops) == 1 and f"{next(iter(tops))}/{CLASSES_FILE}" in self._members:
+            return next(iter(tops)) + "/"
+        raise DataError(
+            f"{self.root}: no {CLASSES_FILE} at the root of the archive or under a single top "
+            f"folder. The archive must hold {CLASSES_FILE}, {IMAGES_DIR}/ and {LABELS_DIR}/."
+        )
+
+    def _walk(self, directory):
+        start = f"{self._prefix}{directory}/"
+        return (name[len(start):] for name in sorted(self._members) if name.startswith(start))
+
+    def _read(self, relative_path) -> bytes:
+        return self._archive().read(self._prefix + relative_path)
+
+    def _exists(self, relative_path) -> bool:
+        return self._prefix + relative_path in self._members
+
+    def _locate(self, relative_path) -> str:
+        return f"{self.root}!{self._prefix}{relative_path}"
+
+    def close(self) -> None:
+        """Close the archive (it reopens if read again)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def open_source(path) -> SegmentationFolder:
+    """Open a dataset given as an ``rgb/`` + ``gt/`` folder, a zip of one, or a folder holding one zip.
+
+    The last form is a TFDS manual directory (the original project's
+    ``full_semantic.zip``). Returns a :class:`SegmentationFolder` or a
+    :class:`SegmentationZip` (close it when done, or use ``with``).
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path) and path.lower().endswith(".zip"):
+        return SegmentationZip(path)
+    if not os.path.isdir(path):
+        raise DataError(f"{path}: no such folder or zip archive.")
+    if os.path.isfile(os.path.join(path, CLASSES_FILE)):
+        return SegmentationFolder(path)
+    archives = sorted(name for name in os.listdir(path) if name.lower().endswith(".zip"))
+    if len(archives) == 1:
+        return SegmentationZip(os.path.join(path, archives[0]))
+    found = f"{len(archives)} zip archives ({', '.join(archives)})" if archives else "no zip archive"
+    raise DataError(
+        f"{path}: expected an rgb/ + gt/ folder with {CLASSES_FILE}, or exactly one zip "
+        f"archive of one; found no {CLASSES_FILE} and {found}."
+    )
 
 
 def check_label_values(label, num_classes, ignore_index, source) -> None:

@@ -8,6 +8,8 @@ naming the file and the problem instead of returning ``None`` (OpenCV's habit).
 from __future__ import annotations
 
 import os
+import stat
+import zipfile
 
 import cv2
 import numpy as np
@@ -17,6 +19,47 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 class DataError(ValueError):
     """Bad input data: the message names the file, the value and the fix."""
+
+
+def read_bytes(path) -> bytes:
+    """Read a whole file, raising :class:`DataError` naming it when it is missing."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file.")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def open_zip(path) -> zipfile.ZipFile:
+    """Open a zip archive whose members will be read in memory, after checking every name.
+
+    Raises:
+        DataError: naming the archive and the member when a member has an
+            absolute path, climbs out with ``..`` or is a symbolic link (such an
+            archive could write outside any folder it is extracted to), or when
+            the file is not a zip archive.
+    """
+    path = os.fspath(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot open as a zip archive ({error}).") from error
+    for info in archive.infolist():
+        name = info.filename.replace("\\", "/")
+        problem = None
+        if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+            problem = "has an absolute path"
+        elif ".." in name.split("/"):
+            problem = "climbs out of the archive with '..'"
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            problem = "is a symbolic link"
+        if problem:
+            archive.close()
+            raise DataError(
+                f"{path}!{info.filename}: this zip member {problem}; refusing the archive. "
+                f"Re-create it with relative paths and plain files only."
+            )
+    return archive
 
 
 def _decode(path, flags):
@@ -75,10 +118,18 @@ def decode_color_mask(data: bytes, source: str) -> np.ndarray:
 
 def read_label(path) -> np.ndarray:
     """Read a class-id mask: a single-channel 8-bit PNG, as ``uint8`` ``(H, W)``."""
-    array = _decode(path, cv2.IMREAD_UNCHANGED)
+    return _check_label(_decode(path, cv2.IMREAD_UNCHANGED), os.fspath(path))
+
+
+def decode_label(data: bytes, source: str) -> np.ndarray:
+    """Like :func:`read_label`, for an encoded label held in memory; ``source`` names it."""
+    return _check_label(_decode_bytes(data, cv2.IMREAD_UNCHANGED, source), source)
+
+
+def _check_label(array, source):
     if array.dtype != np.uint8 or array.ndim != 2:
         raise DataError(
-            f"{path}: a label must be a single-channel 8-bit PNG of class ids, "
+            f"{source}: a label must be a single-channel 8-bit PNG of class ids, "
             f"got dtype {array.dtype} with shape {array.shape}. Colour masks "
             f"are converted to ids by segzoo.data.read_cvat."
         )

@@ -1,0 +1,381 @@
+"""The tf.data input pipeline: batches of ``(image, label)`` for training and evaluation.
+
+``image`` is ``float32`` ``(B, H, W, 3)`` RGB with values 0..255 (models
+normalise inside themselves); ``label`` is ``int32`` ``(B, H, W)`` class ids,
+``ignore_index`` where a pixel counts for nothing. The source is either
+
+- a path to an ``rgb/`` + ``gt/`` folder (or a zip of one), read directly, in
+  parallel, with the same reader and the same split as the TFDS builder
+  (:mod:`segzoo.data.splits`), or
+- the name of a dataset built by :func:`segzoo.data.build_dataset` (or
+  ``tfds build``), found in ``data_dir``.
+
+Order of operations::
+
+    read + decode -> check (size, label values) -> resize (no augmentation) -> cache
+    -> shuffle -> repeat -> [random scale, crop/pad, flip, colour jitter] -> batch -> prefetch
+
+Errors name the file (folder) or the dataset, split and id (TFDS): a corrupt
+image, an image whose size differs from its label, a label value that is
+neither a class id below ``num_classes`` nor ``ignore_index``, and images of
+different sizes batched without ``image_size``. They surface as
+``tf.errors.InvalidArgumentError`` when the batch is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import tensorflow as tf
+
+from segzoo.constants import IGNORE_INDEX
+from segzoo.data.folder import open_source
+from segzoo.data.io import DataError
+from segzoo.data.splits import DEFAULT_VAL_RATIO, TRAIN, VALIDATION, split_ids
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineAugment:
+    """Settings of the random, mask-aware augmentation of training images.
+
+    In order, for each image: resize to ``image_size`` times a factor drawn
+    from ``scale_range`` (image bilinear, label nearest); crop a random
+    ``image_size`` window, padding where the scaled image is smaller (image with
+    ``pad_value``, label with ``ignore_index``); flip image and label
+    left-right together with probability ``flip_prob``; then, on the image
+    only, brightness, contrast, saturation and hue jitter (``None`` or 0 turns
+    one off), each result clipped to 0..255. Every draw comes from
+    ``load(seed=...)``.
+
+    Attributes:
+        scale_range: ``(low, high)`` factors of ``image_size``; ``(1, 1)`` keeps its scale.
+        flip_prob: probability of a left-right flip.
+        brightness: add up to this fraction of 255, up or down.
+        contrast: scale the contrast by a factor in ``[1 - contrast, 1 + contrast]``.
+        saturation: scale the saturation by a factor in ``[1 - saturation, 1 + saturation]``.
+        hue: shift the hue by up to this fraction of the colour circle (at most 0.5).
+        pad_value: image value (0..255) of padded pixels.
+    """
+
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    flip_prob: float = 0.5
+    brightness: float | None = 0.2
+    contrast: float | None = 0.2
+    saturation: float | None = 0.3
+    hue: float | None = 0.05
+    pad_value: float = 0.0
+
+    def __post_init__(self):
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}.")
+        for name, upper in (("flip_prob", 1.0), ("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0),
+                            ("hue", 0.5)):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= upper:
+                raise ValueError(f"{name} must be within 0..{upper}, got {value}.")
+        if not 0 <= self.pad_value <= 255:
+            raise ValueError(f"pad_value must be within 0..255, got {self.pad_value}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What training needs to know about a dataset.
+
+    Attributes:
+        class_names: class names, index = class id.
+        colors: ``(r, g, b)`` per class.
+        ignore_index: label value of ignored pixels.
+        split_sizes: split name -> number of items.
+        split_method: ``"image_sets"`` or ``"ratio"`` (see :mod:`segzoo.data.splits`).
+        source: the folder or zip, or the TFDS dataset directory.
+    """
+
+    class_names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    ignore_index: int
+    split_sizes: dict
+    split_method: str
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.class_names)
+
+
+def _is_path(source) -> bool:
+    return not isinstance(source, str) or os.path.exists(source) or source.lower().endswith(".zip")
+
+
+def _tfds_builder(name, data_dir):
+    import tensorflow_datasets as tfds  # slow to import: only for TFDS sources
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise DataError(
+            f"'{name}' is neither an existing folder or zip nor a TFDS dataset built in "
+            f"{data_dir or 'the default TFDS data directory'} ({error}). Build it with "
+            f"segzoo.data.build_dataset, or pass the folder's path."
+        ) from error
+    if "class_names" not in builder.info.metadata:
+        raise DataError(
+            f"{builder.data_path}: this TFDS dataset has no class_names in its metadata; "
+            f"build it with segzoo.data.build_dataset."
+        )
+    return builder
+
+
+def load_info(source, data_dir=None, val_ratio=DEFAULT_VAL_RATIO, seed=0) -> DataInfo:
+    """Class names, colours, ``ignore_index`` and split sizes of a dataset (see :func:`load`)."""
+    if _is_path(source):
+        with open_source(source) as reader:
+            split = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root)
+            return DataInfo(tuple(reader.class_names), tuple(reader.colors), reader.ignore_index,
+                            split.sizes(), split.method, reader.root)
+    builder = _tfds_builder(source, data_dir)
+    meta = builder.info.metadata
+    return DataInfo(tuple(meta["class_names"]), tuple(tuple(c) for c in meta["colors"]),
+                    int(meta["ignore_index"]),
+                    {name: split.num_examples for name, split in builder.info.splits.items()},
+                    meta["split_method"], os.fspath(builder.data_path))
+
+
+def _read_folder(reader, ids, shuffle, seed):
+    """Elements ``{"image", "label", "image_file", "label_file"}`` of ``ids``, decoded in parallel.
+
+    Decoding goes through segzoo's reader (OpenCV) inside ``tf.py_function``
+    rather than ``tf.io.decode_image``: it applies EXIF orientation as CVAT
+    does (TensorFlow ignores it, which would turn phone photos against their
+    labels), reads every format the folder accepts, checks each pair, and its
+    errors name the files.
+    """
+    def read(item_id):
+        return reader.load(item_id.numpy().decode("utf-8"))
+
+    def read_element(item_id, image_file, label_file):
+        image, label = tf.py_function(read, [item_id], (tf.uint8, tf.uint8))
+        image.set_shape([None, None, 3])
+        label.set_shape([None, None])
+        return {"image": image, "label": label, "image_file": image_file, "label_file": label_file}
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (ids, [reader.image_path(i) for i in ids], [reader.label_path(i) for i in ids]))
+    if shuffle:  # shuffling names before decoding costs no memory and mixes the whole split
+        dataset = dataset.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+    return dataset.map(read_element, num_parallel_calls=AUTOTUNE)
+
+
+def _read_tfds(builder, split, shuffle, shuffle_buffer, seed):
+    """Elements as in :func:`_read_folder` from a built TFDS dataset; files are named by id."""
+    import tensorflow_datasets as tfds
+
+    dataset = builder.as_dataset(
+        split=split, shuffle_files=shuffle, read_config=tfds.ReadConfig(shuffle_seed=seed),
+        decoders={"image": tfds.decode.SkipDecoding(), "label": tfds.decode.SkipDecoding()})
+    if shuffle_buffer:  # shuffle the encoded examples: a buffer of bytes, not of pixels
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def decode(example):
+        name = tf.strings.join([f"{builder.name}:{split} id ", example["id"]])
+        image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
+        label = tf.io.decode_png(example["label"], channels=1)[..., 0]
+        return {"image": image, "label": label, "image_file": name, "label_file": name}
+
+    return dataset.map(decode, num_parallel_calls=AUTOTUNE)
+
+
+def _check(element, num_classes, ignore_index):
+    """Fail naming the files when image and label sizes differ or a label value is no class id."""
+    image, label = element["image"], element["label"]
+    image_size, label_size = tf.shape(image)[:2], tf.shape(label)
+    sizes_match = tf.debugging.Assert(tf.reduce_all(tf.equal(image_size, label_size)), [
+        element["image_file"], "is", image_size, "(height, width) but its label",
+        element["label_file"], "is", label_size, ". They must match."])
+    # num_classes == 1 means binary with a sigmoid: ids 0 and 1.
+    bad = (label >= max(num_classes, 2)) & (label != ignore_index)
+    values_valid = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
+        element["label_file"], "holds the label value", tf.reduce_max(tf.where(bad, label, 0)),
+        f"which is not a class id: num_classes={num_classes} and {ignore_index} means ignore. "
+        f"Fix the mask (0/255 masks must become 0/1), or pass the right num_classes."])
+    with tf.control_dependencies([sizes_match, values_valid]):
+        return dict(element, label=tf.identity(label))
+
+
+def _check_same_size(dataset):
+    """Fail naming both files when an image's size differs from the first one's (batching needs one size)."""
+    def step(first, element):
+        first_size, first_file = first
+        size = tf.shape(element["image"])[:2]
+        is_first = first_size[0] < 0
+        first_size = tf.where(is_first, size, first_size)
+        first_file = tf.cond(is_first, lambda: element["image_file"], lambda: first_file)
+        same = tf.debugging.Assert(tf.reduce_all(tf.equal(size, first_size)), [
+            "Images of different sizes cannot be batched:", element["image_file"], "is", size,
+            "(height, width) but", first_file, "is", first_size,
+            ". Pass image_size=(height, width) to resize them, or batch_size=1."])
+        with tf.control_dependencies([same]):
+            return (first_size, first_file), dict(element, image=tf.identity(element["image"]))
+
+    return dataset.scan((tf.constant([-1, -1]), tf.constant("")), step)
+
+
+def _resize(element, image_size):
+    return dict(element, image=tf.image.resize(element["image"], image_size, "bilinear"),
+                label=tf.image.resize(element["label"][..., None], image_size, "nearest")[..., 0])
+
+
+def _augment(element, seed, image_size, augment, ignore_index):
+    """Apply :class:`OnlineAugment` to one element, every draw from its own ``seed`` (shape ``(2,)``).
+
+    Written with tf.image and stateless random ops rather than Keras's
+    preprocessing layers, after trying them on real tensors: RandomFlip and
+    RandomCrop do keep masks aligned, but RandomZoom pads masks with the image
+    fill value (0, background) where padding must be ``ignore_index``;
+    RandomCrop neither scales nor pads; all of them draw from one seed state
+    that parallel map calls consume in a different order on each run (two
+    runs with the same seed differed), so reproducible runs would need them
+    on whole batches in one sequential map, which measured 3.5 times slower
+    than this per-image map on two cores (31 against 111 images/s at 640x480)
+    and does not scale with cores. Here each element has its own seed.
+    """
+    scale_seed, place_seed, flip_seed, *colour_seeds = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=7))
+    target = tf.constant(image_size, tf.int32)
+    scale = tf.random.stateless_uniform([], scale_seed, *augment.scale_range)
+    scaled = tf.maximum(tf.cast(tf.round(tf.cast(target, tf.float32) * scale), tf.int32), 1)
+    image = tf.image.resize(element["image"], scaled, "bilinear")
+    label = tf.image.resize(element["label"][..., None], scaled, "nearest")
+
+    def uniform_int(fraction, upper):  # an integer in [0, upper] from a fraction in [0, 1)
+        return tf.minimum(tf.cast(fraction * tf.cast(upper + 1, tf.float32), tf.int32), upper)
+
+    fractions = tf.random.stateless_uniform([4], place_seed)
+    pad = tf.maximum(target - scaled, 0)
+    before = uniform_int(fractions[:2], pad)
+    paddings = tf.concat([tf.stack([before, pad - before], axis=1), [[0, 0]]], axis=0)
+    image = tf.pad(image, paddings, constant_values=augment.pad_value)
+    label = tf.pad(label, paddings, constant_values=ignore_index)
+    offset = uniform_int(fractions[2:], scaled + pad - target)
+    image = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([target, [3]], 0))
+    label = tf.slice(label, tf.concat([offset, [0]], 0), tf.concat([target, [1]], 0))
+
+    flip = tf.random.stateless_uniform([], flip_seed) < augment.flip_prob
+    image, label = tf.cond(flip, lambda: (tf.reverse(image, [1]), tf.reverse(label, [1])), lambda: (image, label))
+    image = _jitter_colours(image, augment, colour_seeds)
+    return dict(element, image=image, label=label[..., 0])
+
+
+def _jitter_colours(image, augment, seeds):
+    """Brightness, contrast, saturation and hue jitter of a float 0..255 image, clipped to 0..255."""
+    def clip(x):
+        return tf.clip_by_value(x, 0.0, 255.0)
+
+    if augment.brightness:
+        image = clip(tf.image.stateless_random_brightness(image, augment.brightness * 255.0, seeds[0]))
+    if augment.contrast:
+        image = clip(tf.image.stateless_random_contrast(image, 1 - augment.contrast, 1 + augment.contrast, seeds[1]))
+    if augment.saturation or augment.hue:  # these two work on 0..1 images
+        image = image / 255.0
+        if augment.saturation:
+            image = tf.image.stateless_random_saturation(
+                image, 1 - augment.saturation, 1 + augment.saturation, seeds[2])
+        if augment.hue:
+            image = tf.image.stateless_random_hue(image, augment.hue, seeds[3])
+        image = clip(image * 255.0)
+    return image
+
+
+def _to_model_types(element):
+    return tf.cast(element["image"], tf.float32), tf.cast(element["label"], tf.int32)
+
+
+def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuffle=None, shuffle_buffer=1024,
+         cache=False, deterministic=False, seed=0, num_classes=None, ignore_index=IGNORE_INDEX, data_dir=None,
+         drop_remainder=False, repeat=False, val_ratio=DEFAULT_VAL_RATIO) -> tf.data.Dataset:
+    """A ``tf.data.Dataset`` of ``(image float32 (B, H, W, 3) 0..255, label int32 (B, H, W))``.
+
+    Args:
+        source: path of an ``rgb/`` + ``gt/`` folder (or zip), or the name of a
+            dataset built by :func:`segzoo.data.build_dataset` in ``data_dir``.
+        split: ``"train"`` or ``"validation"`` (a TFDS source also takes TFDS
+            split syntax such as ``"train[:50%]"``).
+        batch_size: images per batch.
+        image_size: ``(height, width)`` to resize to (image bilinear, label
+            nearest), or ``None`` to keep sizes (then all images of a batch must
+            have one size).
+        augment: an :class:`OnlineAugment` (``"train"`` only; needs ``image_size``).
+        shuffle: shuffle the items; ``None`` means ``split == "train"``.
+        shuffle_buffer: items in the shuffle buffer of a TFDS source (encoded
+            bytes) or of a cached source (decoded images: mind the memory). A
+            folder source without cache shuffles its whole list of files.
+        cache: ``False``, ``True`` (memory) or a file path: keep the decoded
+            (and, without augmentation, resized) items after the first epoch.
+        deterministic: the same batches in the same order on every run with
+            the same ``seed`` (parallel maps keep their order).
+        seed: seed of the shuffles, the folder split and every random augmentation.
+        num_classes: label values must be below it (or ``ignore_index``);
+            ``None`` takes the dataset's; 1 means binary (ids 0 and 1).
+        ignore_index: label value of ignored pixels, used for padding; must be
+            the dataset's.
+        data_dir: TFDS data directory of a TFDS source.
+        drop_remainder: drop the last, smaller batch.
+        repeat: repeat forever (shuffled anew each epoch).
+        val_ratio: validation fraction of the folder split (see :mod:`segzoo.data.splits`).
+
+    Raises:
+        DataError: for a missing source, an empty split or an ``ignore_index``
+            that is not the dataset's. Bad files raise when their batch is read
+            (see the module docstring).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if image_size is not None:
+        image_size = tuple(int(s) for s in image_size)
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size must be (height, width) with positive sizes, got {image_size}.")
+    if augment is not None and (split != TRAIN or image_size is None):
+        raise ValueError("augment applies to split='train' and crops to image_size: pass both.")
+    shuffle = split == TRAIN if shuffle is None else shuffle
+    info = load_info(source, data_dir=data_dir, val_ratio=val_ratio, seed=seed)
+    if ignore_index != info.ignore_index:
+        raise DataError(f"{info.source}: its labels use ignore_index={info.ignore_index}, not {ignore_index}.")
+    num_classes = info.num_classes if num_classes is None else int(num_classes)
+    shuffle_later = shuffle and bool(cache)
+
+    if _is_path(source):
+        reader = open_source(source)  # a zip stays open while the dataset lives
+        if split not in (TRAIN, VALIDATION):
+            raise ValueError(f"A folder source has the splits '{TRAIN}' and '{VALIDATION}', not {split!r}.")
+        ids = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root).ids(split)
+        if not ids:
+            raise DataError(f"{reader.root}: the {split} split is empty.")
+        dataset = _read_folder(reader, ids, shuffle and not shuffle_later, seed)
+    else:
+        builder = _tfds_builder(source, data_dir)
+        dataset = _read_tfds(builder, split, shuffle, 0 if shuffle_later or not shuffle else shuffle_buffer, seed)
+
+    dataset = dataset.map(lambda e: _check(e, num_classes, ignore_index), num_parallel_calls=AUTOTUNE)
+    if image_size is not None and augment is None:
+        dataset = dataset.map(lambda e: _resize(e, image_size), num_parallel_calls=AUTOTUNE)
+    if cache:
+        dataset = dataset.cache("" if cache is True else os.fspath(cache))
+    if shuffle_later:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    if augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda e, s: _augment(e, s, image_size, augment, ignore_index), num_parallel_calls=AUTOTUNE)
+    elif image_size is None and batch_size > 1:
+        dataset = _check_same_size(dataset)
+    dataset = dataset.map(_to_model_types, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.prefetch(AUTOTUNE).with_options(options)
