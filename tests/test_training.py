@@ -1,0 +1,129 @@
+"""segzoo.training: losses and optimisers by name, weight decay, a real training run, resumption,
+mirrored replicas, mixed precision."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from harness import run_in_backend
+from segzoo import losses, training
+from segzoo.training import TrainConfig, make_loss, make_optimizer, train
+
+
+def config(folder, checkpoint_dir, **overrides):
+    values = dict(data=str(folder), preset="ddrnet23_slim", epochs=2, batch_size=4, image_size=(64, 96),
+                  weights="none", checkpoint_dir=str(checkpoint_dir), learning_rate=3e-3, warmup_epochs=0.0,
+                  augment=False, verbose=0, deterministic=True)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_make_loss_by_name_and_its_options():
+    ce = make_loss("ce", 3, class_weights=(1.0, 2.0, 3.0), ohem_threshold=0.9, ohem_min_kept=10)
+    assert isinstance(ce, losses.CrossEntropy) and ce.class_weights == [1.0, 2.0, 3.0]
+    assert isinstance(make_loss("focal", 3, focal_gamma=1.5), losses.FocalLoss)
+    assert isinstance(make_loss("bce", 2), losses.BinaryCrossEntropy)
+    assert make_loss("binary_focal", 2).alpha == 0.25
+    with pytest.raises(ValueError, match="2 values for 3 classes"):
+        make_loss("ce", 3, class_weights=(1.0, 2.0))
+    with pytest.raises(ValueError, match="OHEM"):
+        make_loss("focal", 3, ohem_threshold=0.9)
+    with pytest.raises(ValueError, match="ce"):
+        make_loss("dice", 3)
+
+
+@pytest.mark.parametrize("name", training.OPTIMIZERS)
+def test_weight_decay_is_applied(name):
+    variable = keras.Variable(np.ones((4,), "float32"))
+    optimizer = make_optimizer(name, 0.1, weight_decay=0.5)
+    optimizer.apply_gradients([(np.zeros((4,), "float32"), variable)])
+    # decoupled decay with a zero gradient: w <- w * (1 - lr * wd)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), 0.95, rtol=1e-6)
+    with pytest.raises(ValueError, match="sgd, adam"):
+        make_optimizer("radam", 0.1)
+
+
+def test_training_learns_and_writes_checkpoints(make_folder, tmp_path):
+    folder = make_folder(num_sources=16, copies=0, size=(64, 96))
+    model, history = train(config(folder, tmp_path / "run", epochs=6, loss="ce"))
+    # chance for 3 balanced classes is about 0.2 mean IoU; the red channel tells the classes apart
+    assert max(history["val_mean_iou"]) > 0.6, history["val_mean_iou"]
+    for name in ("best.keras", "last.keras", "state.json", "log.csv"):
+        assert os.path.isfile(tmp_path / "run" / name)
+    assert os.path.isdir(tmp_path / "run" / "logs")
+    assert model.class_names == ["background", "hole", "crack"]
+    best = keras.saving.load_model(tmp_path / "run" / "best.keras", safe_mode=True)
+    assert best.class_colors == [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config(folder, tmp_path / "run"))
+
+
+def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path):
+    folder = make_folder(num_sources=8, copies=0)
+    run = tmp_path / "run"
+    model, _ = train(config(folder, run, epochs=1, steps_per_epoch=3, optimizer="sgd", schedule="poly"))
+    steps = int(model.optimizer.iterations)
+    assert steps == 3
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(config(folder, tmp_path / "empty", resume=True))
+    # the interrupted run planned 1 epoch; resuming with epochs=3 runs epochs 2 and 3 on the same schedule
+    resumed, history = train(config(folder, run, epochs=3, steps_per_epoch=3, resume=True))
+    assert int(resumed.optimizer.iterations) == 9
+    assert len(history["loss"]) == 2
+    with open(run / "log.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"]
+    with open(run / "state.json") as f:
+        assert json.load(f)["epochs_done"] == 3
+    # the same schedule, continued at the restored step
+    schedule = resumed.optimizer._learning_rate
+    assert schedule.get_config() == model.optimizer._learning_rate.get_config()
+    assert float(resumed.optimizer.learning_rate) == pytest.approx(float(schedule(9)))
+
+
+def test_binary_loss_trains_a_one_channel_model(make_folder, tmp_path):
+    folder = make_folder(num_sources=6, copies=0, num_classes=2)
+    model, history = train(config(folder, tmp_path / "run", epochs=1, loss="binary_focal", augment=True))
+    assert model.num_classes == 1 and model.class_names == ["background", "hole"]
+    assert np.isfinite(history["loss"][0])
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(make_folder, tmp_path):
+    """--multi_gpu: the batch is per replica and the global batch follows the real device count."""
+    folder = make_folder(num_sources=8, copies=0)
+    result = run_in_backend("tensorflow", f"""
+        import json, logging, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        records = []
+        logging.basicConfig(level=logging.INFO)
+        logging.getLogger("segzoo.training").addHandler(type("H", (logging.Handler,), {{
+            "emit": lambda self, r: records.append(r.getMessage())}})())
+        from segzoo.training import TrainConfig, train
+        model, history = train(TrainConfig(data={str(folder)!r}, epochs=1, batch_size=2, image_size=(64, 96),
+                                           weights="none", checkpoint_dir={str(tmp_path / "run")!r},
+                                           multi_gpu=True, verbose=0, steps_per_epoch=2))
+        print(json.dumps({{"log": records, "loss": history["loss"]}}))
+    """)
+    assert any("global batch 4 on 2 device(s)" in line for line in result["log"]), result["log"]
+    assert all(np.isfinite(result["loss"]))
+
+
+@pytest.mark.slow
+def test_mixed_bfloat16_trains(make_folder, tmp_path):
+    folder = make_folder(num_sources=6, copies=0)
+    result = run_in_backend("tensorflow", f"""
+        import json
+        from segzoo.training import TrainConfig, train
+        model, history = train(TrainConfig(data={str(folder)!r}, epochs=1, batch_size=2, image_size=(64, 96),
+                                           weights="none", checkpoint_dir={str(tmp_path / "run")!r},
+                                           precision="mixed_bfloat16", verbose=0, steps_per_epoch=2))
+        print(json.dumps({{"loss": history["loss"], "dtype": model.compute_dtype,
+                          "logits": str(model.predict(__import__("numpy").zeros((1, 64, 96, 3)), verbose=0).dtype)}}))
+    """)
+    assert result["dtype"] == "bfloat16" and result["logits"] == "float32"
+    assert all(np.isfinite(result["loss"]))
