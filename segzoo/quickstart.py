@@ -1,0 +1,202 @@
+"""The whole job in one call: CVAT export -> augmentation -> TFDS -> training -> evaluation -> video -> LiteRT.
+
+:func:`run_quickstart` runs segzoo's main job end to end and writes a report
+folder. Without a CVAT export of the user's, it first generates a sample in
+the exact CVAT "Segmentation mask 1.1" layout (holes and cracks on textured
+surfaces, see :mod:`segzoo.data.synthetic`), plus unseen held-out images and
+a video. ``examples/quickstart.py`` is its command line.
+
+Report folder::
+
+    metrics.json          held-out mean IoU, per-class IoU, latency, parameters, GFLOPs, export check
+    training_curves.png   loss and mean IoU per epoch
+    predictions.png       image | truth | prediction | confidence, one row per held-out image
+    prediction.mp4        the overlay video
+    model.tflite          the LiteRT export (checked against the Keras model)
+    checkpoints/          best.keras, last.keras, logs
+    data/                 the sample export, its import, the augmented folder, the TFDS build
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from segzoo import data, evaluation, export, inference
+from segzoo.data.io import read_image, write_image
+from segzoo.training import TrainConfig, train
+
+logger = logging.getLogger(__name__)
+
+
+def _field(default, help, **metadata):
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclasses.dataclass
+class QuickstartConfig:
+    """Options of the quickstart; each field is a flag of ``examples/quickstart.py``."""
+
+    out: str = _field("segzoo_quickstart", "report folder")
+    cvat: str = _field(None, "your CVAT export (folder or .zip) instead of the generated sample")
+    images: str = _field(None, "with --cvat: the original images of an export saved without images")
+    video: str = _field(None, "a video to predict on (default: the sample's video)")
+    preset: str = _field("ddrnet23_slim", "model, see segzoo.presets.list_presets()")
+    image_size: tuple[int, int] = _field((240, 320), "training and evaluation height and width",
+                                         metavar=("H", "W"))
+    num_images: int = _field(64, "sample: labelled images to generate")
+    heldout_images: int = _field(16, "sample: unseen images to evaluate on")
+    copies: int = _field(3, "offline augmentation: copies of each image")
+    epochs: int = _field(24, "training epochs")
+    batch_size: int = _field(8, "training batch size")
+    learning_rate: float = _field(2e-3, "peak learning rate (AdamW, polynomial decay)")
+    binary: bool = _field(True, "merge every defect class into one 'defect' class (the original project's use)")
+    weights: str = _field("none", "'none' (no download) or 'imagenet' (pretrained backbone)")
+    seed: int = _field(0, "random seed")
+    fast: bool = _field(False, "a small, quick run of the same chain (for tests and a first look)")
+
+    def effective(self) -> QuickstartConfig:
+        """The configuration with ``fast`` applied: fewer, smaller images and epochs."""
+        if not self.fast:
+            return self
+        return dataclasses.replace(self, image_size=(128, 160), num_images=16, heldout_images=4, copies=1,
+                                   epochs=2, batch_size=4)
+
+
+def _prepare_sample(config, data_dir):
+    """Generate the training sample and the held-out sample; return (export, images, backgrounds, heldout, video)."""
+    sample = data.make_cvat_sample(os.path.join(data_dir, "sample"), num_images=config.num_images,
+                                   image_size=config.image_size, seed=config.seed, zip=True,
+                                   video_frames=16 if config.fast else 60)
+    heldout = data.make_cvat_sample(os.path.join(data_dir, "heldout_sample"), num_images=config.heldout_images,
+                                    image_size=config.image_size, seed=config.seed + 1000, zip=True,
+                                    video_frames=0, empty_fraction=0.0)
+    heldout_folder = data.import_cvat(heldout.export, os.path.join(data_dir, "heldout"), binary=config.binary)
+    return sample.export, None, sample.backgrounds, heldout_folder, sample.video
+
+
+def plot_training_curves(history, path, size=(360, 960)):
+    """Draw loss and mean IoU per epoch side by side as a PNG (OpenCV only, no plotting library)."""
+    import cv2
+
+    height, width = size
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    panels = [("loss", ["loss", "val_loss"]), ("mean IoU", ["mean_iou", "val_mean_iou"])]
+    colors = [(31, 119, 180), (255, 127, 14)]
+    for index, (title, keys) in enumerate(panels):
+        left, top, panel_w, panel_h = index * width // 2 + 50, 40, width // 2 - 80, height - 90
+        series = [np.asarray(history.get(key, []), float) for key in keys]
+        values = np.concatenate([s for s in series if s.size]) if any(s.size for s in series) else np.zeros(1)
+        low, high = float(values.min()), float(values.max())
+        high = high if high > low else low + 1.0
+        cv2.rectangle(canvas, (left, top), (left + panel_w, top + panel_h), (0, 0, 0), 1)
+        cv2.putText(canvas, title, (left, top - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        for value, y in ((high, top), (low, top + panel_h)):
+            cv2.putText(canvas, f"{value:.3g}", (left - 45, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+        for key, values_, color in zip(keys, series, colors):
+            if values_.size == 0:
+                continue
+            xs = left + np.linspace(0, panel_w, max(values_.size, 2))[: values_.size]
+            ys = top + panel_h - (values_ - low) / (high - low) * panel_h
+            points = np.stack([xs, ys], 1).astype(np.int32)
+            cv2.polylines(canvas, [points], False, color, 2, cv2.LINE_AA)
+            legend_y = top + panel_h + 25 + 18 * keys.index(key)
+            cv2.line(canvas, (left, legend_y - 4), (left + 20, legend_y - 4), color, 2)
+            cv2.putText(canvas, key, (left + 26, legend_y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(canvas, "epoch", (left + panel_w - 40, top + panel_h + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    write_image(path, canvas)
+    return path
+
+
+def _predictions_grid(model, dataset, colors, path, rows=6):
+    """Stack image | truth | prediction | confidence rows into one PNG."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        panels = evaluation.save_visualizations(model, dataset, colors, folder, max_images=rows)
+        write_image(path, np.concatenate([read_image(p) for p in panels], axis=0))
+    return path
+
+
+def run_quickstart(config: QuickstartConfig) -> dict:
+    """Run the whole chain as ``config`` says; returns the summary written to ``metrics.json``."""
+    config = config.effective()
+    start = time.perf_counter()
+    out = os.path.abspath(config.out)
+    data_dir = os.path.join(out, "data")
+    if os.path.exists(os.path.join(out, "metrics.json")):
+        raise FileExistsError(f"{out} already holds a quickstart report; choose another --out.")
+    os.makedirs(data_dir, exist_ok=True)
+
+    # 1. the CVAT export: the user's, or a generated sample with held-out images and a video
+    if config.cvat:
+        export_path, images, backgrounds, heldout, video = config.cvat, config.images, None, None, config.video
+    else:
+        export_path, images, backgrounds, heldout, video = _prepare_sample(config, data_dir)
+        video = config.video or video
+    dataset = data.read_cvat(export_path, images=images, binary=config.binary)
+    logger.info("1/7 CVAT export %s: %d images (%d without a mask), classes %s", export_path, len(dataset),
+                dataset.num_unlabelled, dataset.class_names)
+
+    # 2. offline augmentation (background replacement when there are backgrounds)
+    augmented = os.path.join(data_dir, "augmented")
+    augment_config = data.AugmentConfig(copies=config.copies, seed=config.seed,
+                                        background_prob=0.3 if backgrounds else 0.0)
+    data.augment_dataset(dataset, augmented, augment_config, bg_path=backgrounds)
+    logger.info("2/7 augmented: %s", augmented)
+
+    # 3. the TFDS build
+    tfds_dir = os.path.join(data_dir, "tfds")
+    data.build_dataset(augmented, name="segzoo_quickstart", data_dir=tfds_dir, seed=config.seed)
+    logger.info("3/7 TFDS dataset segzoo_quickstart built in %s", tfds_dir)
+
+    # 4. training
+    checkpoints = os.path.join(out, "checkpoints")
+    model, history = train(TrainConfig(
+        data="segzoo_quickstart", data_dir=tfds_dir, preset=config.preset, epochs=config.epochs,
+        batch_size=config.batch_size, image_size=tuple(config.image_size), weights=config.weights,
+        learning_rate=config.learning_rate, warmup_epochs=min(1.0, config.epochs / 4), seed=config.seed,
+        checkpoint_dir=checkpoints, verbose=2))
+    plot_training_curves(history, os.path.join(out, "training_curves.png"))
+    model = inference.load_model(os.path.join(checkpoints, "best.keras"))
+    logger.info("4/7 trained %s for %d epochs", config.preset, config.epochs)
+
+    # 5. evaluation on held-out images (the validation split of a user's export)
+    if heldout is not None:
+        eval_data = data.load(heldout, "all", batch_size=1, image_size=tuple(config.image_size), shuffle=False)
+    else:
+        eval_data = data.load("segzoo_quickstart", "validation", batch_size=1, data_dir=tfds_dir,
+                              image_size=tuple(config.image_size), shuffle=False)
+    report = evaluation.evaluation_report(model, eval_data, model.class_names, (*config.image_size, 3),
+                                          latency_runs=10 if config.fast else 50,
+                                          latency_warmup=3 if config.fast else 10)
+    _predictions_grid(model, eval_data, model.class_colors, os.path.join(out, "predictions.png"))
+    logger.info("5/7 held-out mean IoU %.3f", report["mean_iou"])
+
+    # 6. the video
+    if video:
+        predictor = inference.FramePredictor(model, input_size=config.image_size, smoothing=0.3)
+        result = inference.predict_video(predictor, video, os.path.join(out, "prediction.mp4"),
+                                         model.class_colors, model.class_names)
+        report["video"] = result
+        logger.info("6/7 predicted %d video frames", result["frames"])
+
+    # 7. LiteRT export, checked against the Keras model on held-out images
+    checks = np.concatenate([np.asarray(images) for images, _ in eval_data.take(4)])
+    exported = export.export_model(model, os.path.join(out, "model.tflite"), "litert",
+                                   input_size=config.image_size, check_images=checks)
+    report["export"] = dataclasses.asdict(exported)
+    logger.info("7/7 %s", exported.summary())
+
+    report.update(preset=config.preset, image_size=list(config.image_size), epochs=config.epochs,
+                  history={k: [float(v) for v in values] for k, values in history.items()},
+                  seconds=time.perf_counter() - start)
+    with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, default=str)
+    return report
