@@ -121,5 +121,101 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+# ---------------------------------------------------------------------------
+# DeepLabV3+ (Chen et al. 2018) on keras.applications backbones.
+# ASPP reads P5 (stride 32: keras.applications cannot dilate the last stage)
+# at rates (3, 6, 9), the paper's (6, 12, 18) at stride 16 in image pixels;
+# the decoder's skip is P2 (stride 4). See segzoo.heads.deeplabv3plus.
+# ---------------------------------------------------------------------------
+
+def _efficientnet_backbone(variant, **kwargs):
+    from segzoo.backbones.efficientnet import EfficientNetBackbone
+    return EfficientNetBackbone(variant, **kwargs)
+
+
+def _mobilenetv3_backbone(variant, **kwargs):
+    from segzoo.backbones.mobilenetv3 import MobileNetV3Backbone
+    return MobileNetV3Backbone(variant, **kwargs)
+
+
+def _deeplabv3plus_builder(name, backbone, variant, **head_args):
+    """A preset builder: ``backbone(variant, input_shape=, weights=)`` + a DeepLabV3+ head.
+
+    The head gets ``head_args`` updated with the builder's ``**overrides``
+    (``aux_loss_weight`` goes to the model, which has no auxiliary head here).
+    """
+
+    def build(num_classes, input_shape=(None, None, 3), weights=None, **overrides):
+        from segzoo.heads.deeplabv3plus import DeepLabV3PlusHead
+        from segzoo.models import SegmentationModel
+
+        model_args = {}
+        if "aux_loss_weight" in overrides:
+            model_args["aux_loss_weight"] = overrides.pop("aux_loss_weight")
+        head = DeepLabV3PlusHead(num_classes, **{**head_args, **overrides})
+        return SegmentationModel(backbone(variant, input_shape=input_shape, weights=weights),
+                                 head, name=name, **model_args)
+
+    return build
+
+
+register_preset(Preset(
+    name="deeplabv3plus_efficientnetv2s",
+    title="Eff-DeepLabV3+",
+    description=("DeepLabV3+ on EfficientNetV2-S (ImageNet weights available): separable ASPP "
+                 "(256 channels, rates 3/6/9 at stride 32) and decoder (48-channel stride-4 skip, "
+                 "256 channels), swish; the original project's model."),
+    build=_deeplabv3plus_builder("deeplabv3plus_efficientnetv2s",
+                                 _efficientnet_backbone, "v2s",
+                                 aspp_channels=256, decoder_channels=256, separable=True,
+                                 activation="swish"),
+    params=20_825_746,
+    gmacs=20.406,
+    source="Chen et al. 2018 (arXiv 1802.02611); keras.applications EfficientNetV2S",
+))
+
+register_preset(Preset(
+    name="deeplabv3plus_efficientnetb0_lite",
+    title="Eff-DeepLabV3+ light-weight",
+    description=("DeepLabV3+ on EfficientNet-B0 (ImageNet weights available) with a narrow "
+                 "separable head: ASPP and decoder of 128 channels, swish."),
+    build=_deeplabv3plus_builder("deeplabv3plus_efficientnetb0_lite",
+                                 _efficientnet_backbone, "b0",
+                                 aspp_channels=128, decoder_channels=128, separable=True,
+                                 activation="swish"),
+    params=3_982_613,
+    gmacs=3.131,
+    source="Chen et al. 2018 (arXiv 1802.02611); keras.applications EfficientNetB0",
+))
+
+register_preset(Preset(
+    name="deeplabv3plus_mobilenetv3large",
+    title="MobileNetV3-Large-DeepLabV3+",
+    description=("DeepLabV3+ on MobileNetV3-Large (ImageNet weights available) with a narrow "
+                 "separable head: ASPP and decoder of 128 channels, ReLU."),
+    build=_deeplabv3plus_builder("deeplabv3plus_mobilenetv3large",
+                                 _mobilenetv3_backbone, "large",
+                                 aspp_channels=128, decoder_channels=128, separable=True),
+    params=3_778_674,
+    gmacs=2.310,
+    source=("Chen et al. 2018 (arXiv 1802.02611); Howard et al. 2019; "
+            "keras.applications MobileNetV3Large"),
+))
+
+register_preset(Preset(
+    name="deeplabv3plus_mobilenetv3small",
+    title="MobileNetV3-Small-DeepLabV3+",
+    description=("DeepLabV3+ on MobileNetV3-Small (ImageNet weights available) with a narrow "
+                 "separable head: ASPP and decoder of 128 channels, ReLU."),
+    build=_deeplabv3plus_builder("deeplabv3plus_mobilenetv3small",
+                                 _mobilenetv3_backbone, "small",
+                                 aspp_channels=128, decoder_channels=128, separable=True),
+    params=1_460_322,
+    gmacs=1.271,
+    source=("Chen et al. 2018 (arXiv 1802.02611); Howard et al. 2019; "
+            "keras.applications MobileNetV3Small"),
+))
+
+
 if __name__ == "__main__":
     print(markdown_table())
