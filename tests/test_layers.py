@@ -64,3 +64,18 @@ def test_resize_like_nearest_keeps_values_and_handles_dynamic_shapes():
 def test_resize_like_rejects_unknown_interpolation():
     with pytest.raises(ValueError, match="interpolation"):
         ResizeLike("bicubic")
+
+
+def test_resize_like_traces_with_unknown_sizes_in_a_graph():
+    """A model of unknown height and width compiles (tf.function / jit) and resizes correctly."""
+    from harness import TinyBackbone, TinyHead
+    from segzoo.evaluation import compiled_forward
+    from segzoo.models import SegmentationModel
+
+    model = SegmentationModel(TinyBackbone(), TinyHead(2))
+    forward = compiled_forward(model)
+    for height, width in ((32, 48), (40, 24)):
+        x = random_images(1, height, width)
+        y = keras.ops.convert_to_numpy(forward(x))
+        assert y.shape == (1, height, width, 2)
+        np.testing.assert_allclose(y, keras.ops.convert_to_numpy(model(x)), atol=1e-5)

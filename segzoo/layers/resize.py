@@ -3,6 +3,11 @@
 import keras
 from keras import ops
 
+# keras.ops.image.resize validates its size in Python (size > 0), which a
+# symbolic size cannot answer inside a TensorFlow graph; the backend function
+# it calls does no such check. Only unknown sizes take this path.
+from keras.src.backend import image as _backend_image
+
 
 @keras.saving.register_keras_serializable(package="segzoo")
 class ResizeLike(keras.layers.Layer):
@@ -32,10 +37,10 @@ class ResizeLike(keras.layers.Layer):
         if all(isinstance(d, int) for d in static):
             if tuple(x.shape[1:3]) == tuple(static):
                 return x
-            size = tuple(static)
-        else:
-            size = ops.shape(reference)[1:3]
-        return ops.image.resize(x, size, interpolation=self.interpolation, antialias=False)
+            return ops.image.resize(x, tuple(static), interpolation=self.interpolation, antialias=False)
+        resized = _backend_image.resize(x, ops.shape(reference)[1:3], interpolation=self.interpolation,
+                                        antialias=False)
+        return ops.cast(resized, self.compute_dtype)
 
     def compute_output_shape(self, input_shapes):
         x_shape, reference_shape = input_shapes

@@ -1,0 +1,5 @@
+"""Heads: layers from a backbone's feature dict to logits at some stride."""
+
+from segzoo.heads.deeplabv3plus import ASPP, DeepLabV3PlusHead
+
+__all__ = ["ASPP", "DeepLabV3PlusHead"]
