@@ -7,10 +7,11 @@ after warm-up:
 - ``segzoo.data.load`` with online augmentation (random scale and crop to
   640x480, flip, colour jitter), batch 8, repeated;
 - the same without augmentation (decode, check, batch);
-- offline augmentation, ``segzoo.data.augment.augment_dataset``, when that
-  function exists: images written per second (originals and copies);
-- the time of one training step of ddrnet23_slim, through the hook
-  :func:`train_step_time` (not filled in yet: reported as n/a).
+- offline augmentation, ``segzoo.data.augment.augment_dataset``: images
+  written per second (originals and copies);
+- the time of one training step of ddrnet23_slim at the same size
+  (``benchmarks/train_throughput.py``), so the table shows whether the
+  pipeline keeps the model fed.
 
 Prints a markdown table; ``--output results.json`` also writes the numbers.
 Example::
@@ -31,13 +32,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from train_throughput import train_step_time  # noqa: E402  (this folder's sibling script)
 
+from segzoo.data.augment import AugmentConfig, augment_dataset  # noqa: E402
 from segzoo.data.folder import FolderWriter, SegmentationFolder  # noqa: E402
-
-try:  # offline augmentation is measured only where this segzoo has it
-    from segzoo.data.augment import augment_dataset
-except ImportError:
-    augment_dataset = None
 
 
 def make_folder(root, num_images, height, width, image_format, seed):
@@ -71,25 +69,11 @@ def time_pipeline(dataset, batch_size, warmup_batches, timed_images):
 
 def time_offline(folder, output_dir, copies, workers):
     """Images written per second by ``augment_dataset`` (originals and ``copies`` copies of each)."""
-    from segzoo.data.augment import AugmentConfig
-
     start = time.perf_counter()
     augment_dataset(SegmentationFolder(folder), output_dir, config=AugmentConfig(copies=copies), workers=workers)
     seconds = time.perf_counter() - start
     written = len(SegmentationFolder(output_dir))
     return {"images": written, "seconds": seconds, "images_per_second": written / seconds}
-
-
-def train_step_time(model_name="ddrnet23_slim", image_size=(480, 640), batch_size=8):
-    """HOOK (to be filled in by the lead): seconds of one training step of ``model_name``.
-
-    Should build the preset, compile it with segzoo's training defaults, and
-    time ``train_on_batch`` on random ``(batch_size, *image_size, 3)`` inputs
-    after warm-up, so that the table shows whether the pipeline keeps up with
-    training (pipeline images/s versus ``batch_size / train_step_time``).
-    Returns ``None`` until then.
-    """
-    return None
 
 
 def main(argv=None):
@@ -121,17 +105,16 @@ def main(argv=None):
                            repeat=True, drop_remainder=True, seed=args.seed)
             results.append({"name": name, **time_pipeline(dataset, args.batch_size, args.warmup_batches,
                                                           args.timed_images)})
-        if augment_dataset is None or args.skip_offline:
-            reason = "skipped" if args.skip_offline else "segzoo.data.augment not available"
-            results.append({"name": f"offline augmentation ({reason})", "images": 0, "seconds": None,
+        if args.skip_offline:
+            results.append({"name": "offline augmentation (skipped)", "images": 0, "seconds": None,
                             "images_per_second": None})
         else:
             results.append({"name": f"offline augmentation ({args.offline_workers} worker(s))",
                             **time_offline(folder, os.path.join(tmp, "augmented"), args.offline_copies,
                                            args.offline_workers)})
-    step = train_step_time(image_size=image_size, batch_size=args.batch_size)
+    step = train_step_time("ddrnet23_slim", image_size=image_size, batch_size=args.batch_size)
     results.append({"name": "ddrnet23_slim training step", "images": args.batch_size, "seconds": step,
-                    "images_per_second": None if step is None else args.batch_size / step})
+                    "images_per_second": args.batch_size / step})
 
     print(f"\n{args.num_images} generated {args.image_format} images, {args.width}x{args.height}, "
           f"batch {args.batch_size}, {os.cpu_count()} CPU(s)\n")
