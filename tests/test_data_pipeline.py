@@ -1,7 +1,6 @@
 """Tests of segzoo.data.pipeline: load() and load_info() on folders and built TFDS datasets."""
 
 import hashlib
-import zipfile
 
 import numpy as np
 import pytest
@@ -66,13 +65,9 @@ def test_folder_and_built_tfds_give_the_same_labels(make_folder, tmp_path):
         np.testing.assert_array_equal(a_labels, b_labels)
 
 
-def test_a_zip_of_the_folder_loads_like_the_folder(make_folder, tmp_path):
+def test_a_zip_of_the_folder_loads_like_the_folder(make_folder, tmp_path, zip_folder):
     folder = make_folder(num_sources=4, copies=1)
-    archive = tmp_path / "data.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                z.write(path, path.relative_to(folder).as_posix())
+    archive = zip_folder(folder, tmp_path / "data.zip")
     options = dict(batch_size=2, shuffle=False, deterministic=True, val_ratio=0.25)
     for (a_images, a_labels), (b_images, b_labels) in zip(_batches(load(folder, **options)),
                                                           _batches(load(archive, **options)), strict=True):
