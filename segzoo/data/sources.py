@@ -137,6 +137,7 @@ def prepare_source(data, images=None, binary=False, import_dir=None):
         return path
     if import_dir is None:
         raise ValueError(f"{path} is a CVAT export: give import_dir, the folder to import it into.")
+    import_dir = os.fspath(import_dir)
     if os.path.isfile(os.path.join(import_dir, CLASSES_FILE)):
         logger.info("Using the CVAT import already in %s", import_dir)
         return import_dir
