@@ -131,7 +131,6 @@ class CvatDataset(SegmentationDataset):
             labelmap_source = self._describe(LABELMAP_FILE)
             labels = parse_labelmap(self._files.read_text(self._prefix + LABELMAP_FILE), labelmap_source)
             self._set_classes(labels, _background_index(labels, labelmap_source), binary)
-            self._subsets = read_subsets(self._files, self._prefix + SUBSETS_DIR)
             self._masks_dir = self._prefix + MASKS_DIR
             self._masks = index_by_id(self._files.names(self._masks_dir), (".png",),
                                       lambda n: self._files.describe(self._masks_dir + n))
@@ -184,7 +183,7 @@ class CvatDataset(SegmentationDataset):
                                    lambda n: self._image_files.describe(self._images_dir + n))
 
     def _pair_up(self):
-        """Set ``ids``, ``unlabelled_ids`` and ``unlisted_ids``; raise on anything unpaired."""
+        """Read the subset lists; set ``ids``, ``unlabelled_ids`` and ``unlisted_ids``; raise on anything unpaired."""
         where = "in " + (self._image_files.describe(self._images_dir) if self._images_dir
                          else self._image_files.root)
         orphans = sorted(self._masks.keys() - self._images.keys())
@@ -194,14 +193,9 @@ class CvatDataset(SegmentationDataset):
                 f"{len(orphans)} mask(s) have no image {where} (expected <id>.<image extension>):\n"
                 f"  {listed}\nPass images= with the folder of the original images, or remove these masks."
             )
-        for subset, ids in self._subsets.items():
-            missing = [i for i in ids if i not in self._images]
-            if missing:
-                raise DataError(
-                    f"{self._describe(f'{SUBSETS_DIR}/{subset}.txt')}: {len(missing)} listed id(s) have "
-                    f"no image {where}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. "
-                    f"Pass images= with the folder of the original images."
-                )
+        self._subsets = read_subsets(
+            self._files, self._prefix + SUBSETS_DIR, self._images,
+            f"Images are looked for {where}; pass images= with the folder of the original images.")
         listed = {i for ids in self._subsets.values() for i in ids}
         self.ids = sorted(listed | self._masks.keys())
         if not self.ids:

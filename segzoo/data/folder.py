@@ -83,18 +83,28 @@ def list_files(directory, extensions) -> dict[str, str]:
             for item_id, name in index_by_id(files.names(), extensions, files.describe).items()}
 
 
-def read_subsets(files, folder: str) -> dict[str, list[str]]:
+def read_subsets(files, folder: str, images=None, hint: str = "") -> dict[str, list[str]]:
     """Subset name -> ids from the ``<subset>.txt`` lists directly in ``folder`` of ``files``.
 
     ``files`` is a :class:`segzoo.data.io.FolderFiles` or ``ZipFiles``; a list
-    holds one id per line (blank lines skipped, repeated ids kept once).
+    holds one id per line (blank lines skipped, repeated ids kept once). When
+    ``images`` (the ids that have an image) is given, a list naming another id
+    raises :class:`DataError` naming the list, the ids and ``hint`` (the fix).
     """
     start = folder.rstrip("/") + "/"
-    return {
+    subsets = {
         filename[: -len(".txt")]: list(dict.fromkeys(
             line.strip() for line in files.read_text(start + filename).splitlines() if line.strip()))
         for filename in files.names(folder) if "/" not in filename and filename.endswith(".txt")
     }
+    for name, ids in subsets.items():
+        missing = [i for i in ids if images is not None and i not in images]
+        if missing:
+            raise DataError(
+                f"{files.describe(f'{start}{name}.txt')}: {len(missing)} listed id(s) have no image: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. {hint}".rstrip()
+            )
+    return subsets
 
 
 def check_same_size(image, label, image_source, label_source) -> None:
@@ -249,15 +259,8 @@ class SegmentationFolder(SegmentationDataset):
 
     def subsets(self) -> dict[str, list[str]]:
         """Subset name -> ids, from ``ImageSets/Segmentation`` (empty when absent)."""
-        subsets = read_subsets(self._files, self._prefix + SUBSETS_DIR)
-        for name, ids in subsets.items():
-            unknown = [i for i in ids if i not in self._images]
-            if unknown:
-                raise DataError(
-                    f"{self._locate(f'{SUBSETS_DIR}/{name}.txt')}: lists ids with no "
-                    f"image: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}."
-                )
-        return subsets
+        return read_subsets(self._files, self._prefix + SUBSETS_DIR, self._images,
+                            f"Add their images to {IMAGES_DIR}/ or remove them from the list.")
 
     def read_encoded(self, item_id: str) -> tuple[bytes, bytes]:
         """The encoded files of one item, as stored: ``(image bytes, label PNG bytes)``."""

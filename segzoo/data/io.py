@@ -271,8 +271,8 @@ def decode_label(data: bytes, source: str) -> np.ndarray:
 def _check_label(array, source):
     if array.dtype != np.uint8 or array.ndim != 2:
         raise DataError(
-            f"{source}: a label must be a single-channel 8-bit PNG of class ids, "
-            f"got dtype {array.dtype} with shape {array.shape}. Colour masks "
+            f"{source}: a label must hold uint8 class ids of shape (H, W) (a single-channel 8-bit "
+            f"PNG on disk), got dtype {array.dtype} with shape {array.shape}. Colour masks "
             f"are converted to ids by segzoo.data.read_cvat."
         )
     return array
@@ -300,12 +300,7 @@ def write_image(path, image: np.ndarray) -> None:
 
 def write_label(path, label: np.ndarray) -> None:
     """Write a class-id ``uint8`` ``(H, W)`` mask as a lossless single-channel PNG."""
-    label = np.asarray(label)
-    if label.dtype != np.uint8 or label.ndim != 2:
-        raise DataError(
-            f"{path}: expected a uint8 label of shape (H, W), got dtype "
-            f"{label.dtype} with shape {label.shape}."
-        )
+    label = _check_label(np.asarray(label), os.fspath(path))
     if not os.fspath(path).lower().endswith(".png"):
         raise DataError(f"{path}: labels are stored as PNG; a lossy format would invent class ids.")
     _encode_png(path, label)
