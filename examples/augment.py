@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True,
-                        help="rgb/ + gt/ folder (with classes.json), or a CVAT export folder or zip")
+                        help="rgb/ + gt/ folder (with classes.json) or a zip of one, or a CVAT export folder or zip")
     parser.add_argument("--images", default=None,
                         help="CVAT export saved without images: the folder of the original images")
     parser.add_argument("--output", required=True, help="output folder; must be empty or absent")
@@ -49,9 +49,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         config = dataclass_from_args(AugmentConfig, args)
-        dataset = open_dataset(args.source, images=args.images)
-        augment_dataset(dataset, args.output, config, bg_path=args.bg_path, workers=args.workers,
-                        overwrite=args.overwrite, image_format=f".{args.format}")
+        with open_dataset(args.source, images=args.images) as dataset:
+            augment_dataset(dataset, args.output, config, bg_path=args.bg_path, workers=args.workers,
+                            overwrite=args.overwrite, image_format=f".{args.format}")
     except (DataError, ValueError) as error:
         sys.exit(f"error: {error}")
     print(f"wrote {args.output}")

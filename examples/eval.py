@@ -20,7 +20,7 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
     parser.add_argument("--data", required=True,
-                        help="rgb/ + gt/ folder, CVAT export (folder or zip) or TFDS dataset name")
+                        help="rgb/ + gt/ folder or zip, CVAT export (folder or zip) or TFDS dataset name")
     parser.add_argument("--images", help="CVAT export saved without images: the original images")
     parser.add_argument("--data_dir", help="TFDS data directory, for a TFDS dataset name")
     parser.add_argument("--split", default="validation", help="split to evaluate (default: validation)")

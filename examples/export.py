@@ -32,7 +32,7 @@ def build_parser():
                         help="height and width of the exported graph (default: 480 640)")
     parser.add_argument("--output_kind", default="logits", choices=export.OUTPUTS,
                         help="what the graph returns; 'classes' puts the argmax inside (default: logits)")
-    parser.add_argument("--data", help="rgb/ + gt/ folder or CVAT export: images for int8 calibration and checks")
+    parser.add_argument("--data", help="rgb/ + gt/ folder or zip, or CVAT export: images for int8 calibration and checks")
     parser.add_argument("--images", help="CVAT export saved without images: the original images")
     parser.add_argument("--calibration_images", type=int, default=64,
                         help="images drawn from --data for int8 calibration (default: 64)")
@@ -47,9 +47,9 @@ def main(argv=None):
     model = inference.load_model(args.checkpoint)
     images = None
     if args.data:
-        dataset = data.open_dataset(args.data, images=args.images)
-        images = data.sample_images(dataset, args.calibration_images, args.input_size, seed=args.seed,
-                                    subset="train")
+        with data.open_dataset(args.data, images=args.images) as dataset:
+            images = data.sample_images(dataset, args.calibration_images, args.input_size, seed=args.seed,
+                                        subset="train")
     elif args.quantize == "int8":
         raise SystemExit("error: --quantize int8 needs --data, the training images to calibrate on.")
     report = export.export_model(model, args.output, args.format, args.quantize, args.input_size,

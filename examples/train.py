@@ -1,6 +1,6 @@
 """Train a segmentation model on your own data.
 
---data takes an rgb/ + gt/ folder, a CVAT "Segmentation mask 1.1" export
+--data takes an rgb/ + gt/ folder (or a zip of one), a CVAT "Segmentation mask 1.1" export
 (folder or .zip; add --images DIR when it was exported without images) or the
 name of a built TFDS dataset (with --data_dir). Checkpoints go to
 --checkpoint_dir: best.keras (best validation mean IoU), last.keras,

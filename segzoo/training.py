@@ -48,7 +48,7 @@ def _field(default, help, **metadata):
 class TrainConfig:
     """Everything a training run needs; each field is a flag of ``examples/train.py``."""
 
-    data: str = _field(None, "an rgb/ + gt/ folder, a CVAT export (folder or .zip) or a built TFDS dataset name")
+    data: str = _field(None, "an rgb/ + gt/ folder or zip, a CVAT export (folder or .zip) or a built TFDS dataset name")
     preset: str = _field("ddrnet23_slim", "model name, see segzoo.presets.list_presets()")
     images: str = _field(None, "CVAT export saved without images: the folder of the original images")
     data_dir: str = _field(None, "TFDS data directory, for a TFDS dataset name")

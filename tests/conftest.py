@@ -1,6 +1,8 @@
 """Test configuration: quiet TensorFlow logs, seeded randomness, tiny datasets made inside each test."""
 
 import os
+import pathlib
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -61,5 +63,22 @@ def make_folder(tmp_path):
                 subset: [i for i in sorted(writer.written) if int(i[4:7]) in indices]
                 for subset, indices in subsets.items()})
         return tmp_path / name
+
+    return make
+
+
+@pytest.fixture
+def zip_folder():
+    """Factory zipping every file below ``folder`` into ``archive``; returns ``archive``.
+
+    As CVAT zips an export: no folder entries, members at the root of the
+    archive, or below ``top`` (``"my_task/"``) for an archive zipped with its folder.
+    """
+    def make(folder, archive, top=""):
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(pathlib.Path(folder).rglob("*")):
+                if path.is_file():
+                    z.write(path, top + path.relative_to(folder).as_posix())
+        return archive
 
     return make

@@ -69,16 +69,6 @@ def _datumaro_export(root, items, save_images=True):
     return root
 
 
-def _zip_folder(folder, path):
-    """Zip an export folder as CVAT does: members at the root, no directory entries."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for dirpath, _, filenames in os.walk(folder):
-            for filename in filenames:
-                full = os.path.join(dirpath, filename)
-                archive.write(full, os.path.relpath(full, folder).replace(os.sep, "/"))
-    return path
-
-
 def _tree_hash(path):
     """Hash of every file name and content below ``path`` (or of the file ``path``)."""
     digest = hashlib.sha256()
@@ -102,8 +92,8 @@ def export(tmp_path, items):
 
 
 @pytest.mark.parametrize("as_zip", [False, True])
-def test_every_label_id_is_recovered(tmp_path, items, export, as_zip):
-    path = _zip_folder(export, tmp_path / "export.zip") if as_zip else export
+def test_every_label_id_is_recovered(tmp_path, items, export, as_zip, zip_folder):
+    path = zip_folder(export, tmp_path / "export.zip") if as_zip else export
     dataset = read_cvat(path)
     assert (export / "labelmap.txt").read_text().splitlines()[1].startswith("Car:")  # background not first
     assert dataset.class_names == READER_NAMES
@@ -122,17 +112,12 @@ def test_every_label_id_is_recovered(tmp_path, items, export, as_zip):
             os.path.join("JPEGImages", "batch_1", "img_2.png")) in dataset.image_path("batch_1/img_2")
 
 
-def test_zip_with_a_wrapping_folder_is_read(tmp_path, export):
-    wrapped = tmp_path / "wrapped.zip"
-    with zipfile.ZipFile(wrapped, "w") as archive:
-        for dirpath, _, filenames in os.walk(export):
-            for filename in filenames:
-                full = os.path.join(dirpath, filename)
-                archive.write(full, "my_task/" + os.path.relpath(full, export).replace(os.sep, "/"))
+def test_zip_with_a_wrapping_folder_is_read(tmp_path, export, zip_folder):
+    wrapped = zip_folder(export, tmp_path / "wrapped.zip", top="my_task/")
     assert read_cvat(wrapped).ids == read_cvat(export).ids
 
 
-def test_images_folder_for_exports_without_images(tmp_path, items):
+def test_images_folder_for_exports_without_images(tmp_path, items, zip_folder):
     export = _datumaro_export(tmp_path / "export", items, save_images=False)
     (export / "JPEGImages").rmdir()  # datumaro leaves it empty; CVAT's zip has no such folder
     with pytest.raises(DataError, match="images="):
@@ -143,7 +128,7 @@ def test_images_folder_for_exports_without_images(tmp_path, items):
         path = originals / (item_id + ext)
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    dataset = read_cvat(_zip_folder(export, tmp_path / "export.zip"), images=originals)
+    dataset = read_cvat(zip_folder(export, tmp_path / "export.zip"), images=originals)
     assert dataset.ids == sorted(items)
     image, label = dataset.load("batch_1/img_2")
     np.testing.assert_array_equal(image, items["batch_1/img_2"][0])
@@ -211,9 +196,9 @@ def test_parse_labelmap():
         parse_labelmap("# header\ncar:250,50::\n")
 
 
-def test_import_cvat_writes_a_folder_that_reads_back_identically(tmp_path, export):
+def test_import_cvat_writes_a_folder_that_reads_back_identically(tmp_path, export, zip_folder):
     before = _tree_hash(export)
-    output = import_cvat(_zip_folder(export, tmp_path / "export.zip"), tmp_path / "out")
+    output = import_cvat(zip_folder(export, tmp_path / "export.zip"), tmp_path / "out")
     folder, dataset = SegmentationFolder(output), read_cvat(export)
     assert folder.class_names == dataset.class_names and folder.colors == dataset.colors
     assert folder.ids == dataset.ids and folder.subsets() == dataset.subsets()
@@ -271,9 +256,9 @@ def _no_items(export):
 @pytest.mark.parametrize("as_zip", [False, True])
 @pytest.mark.parametrize("breakage", [_corrupt_image, _mask_size_differs, _mask_without_image, _unknown_colour,
                                       _duplicated_colour, _no_labelmap, _no_items])
-def test_bad_exports_fail_clearly_and_change_nothing(tmp_path, export, breakage, as_zip):
+def test_bad_exports_fail_clearly_and_change_nothing(tmp_path, export, breakage, as_zip, zip_folder):
     file, problem = breakage(export)
-    source = _zip_folder(export, tmp_path / "export.zip") if as_zip else export
+    source = zip_folder(export, tmp_path / "export.zip") if as_zip else export
     file = os.fspath(source) if file is None else ("export.zip!" if as_zip else "export/") + file
     before = _tree_hash(source)
     (tmp_path / "existing_empty").mkdir()
@@ -287,8 +272,8 @@ def test_bad_exports_fail_clearly_and_change_nothing(tmp_path, export, breakage,
     assert not [n for n in os.listdir(tmp_path) if "partial" in n]
 
 
-def test_zip_members_outside_the_export_are_rejected(tmp_path, export):
-    path = _zip_folder(export, tmp_path / "export.zip")
+def test_zip_members_outside_the_export_are_rejected(tmp_path, export, zip_folder):
+    path = zip_folder(export, tmp_path / "export.zip")
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("JPEGImages/../../evil.png", b"x")
     before = _tree_hash(path)
@@ -298,8 +283,8 @@ def test_zip_members_outside_the_export_are_rejected(tmp_path, export):
     assert not (tmp_path / "evil.png").exists()
 
 
-def test_zip_dataset_pickles_and_loads_after_unpickling(tmp_path, items, export):
-    dataset = read_cvat(_zip_folder(export, tmp_path / "export.zip"))
+def test_zip_dataset_pickles_and_loads_after_unpickling(tmp_path, items, export, zip_folder):
+    dataset = read_cvat(zip_folder(export, tmp_path / "export.zip"))
     dataset.load("img_0")  # opens the archive; the handle must not travel
     copy = pickle.loads(pickle.dumps(dataset))
     image, label = copy.load("img_1")

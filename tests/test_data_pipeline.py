@@ -1,7 +1,6 @@
 """Tests of segzoo.data.pipeline: load() and load_info() on folders and built TFDS datasets."""
 
 import hashlib
-import zipfile
 
 import numpy as np
 import pytest
@@ -66,18 +65,29 @@ def test_folder_and_built_tfds_give_the_same_labels(make_folder, tmp_path):
         np.testing.assert_array_equal(a_labels, b_labels)
 
 
-def test_a_zip_of_the_folder_loads_like_the_folder(make_folder, tmp_path):
+def test_a_zip_of_the_folder_loads_like_the_folder(make_folder, tmp_path, zip_folder):
     folder = make_folder(num_sources=4, copies=1)
-    archive = tmp_path / "data.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                z.write(path, path.relative_to(folder).as_posix())
+    archive = zip_folder(folder, tmp_path / "data.zip")
     options = dict(batch_size=2, shuffle=False, deterministic=True, val_ratio=0.25)
     for (a_images, a_labels), (b_images, b_labels) in zip(_batches(load(folder, **options)),
                                                           _batches(load(archive, **options)), strict=True):
         np.testing.assert_array_equal(a_images, b_images)
         np.testing.assert_array_equal(a_labels, b_labels)
+
+
+def test_a_folder_holding_one_zip_reads_the_zip_and_a_cvat_export_is_refused(make_folder, tmp_path, zip_folder):
+    folder = make_folder(num_sources=4, copies=0)
+    manual_dir = tmp_path / "manual"
+    manual_dir.mkdir()
+    archive = zip_folder(folder, manual_dir / "full_semantic.zip", top="full_semantic/")
+    info = load_info(manual_dir, val_ratio=0.25)
+    assert info.source == str(archive) and info.split_sizes == {"train": 3, "validation": 1}
+    (images, labels), = _batches(load(manual_dir, split="validation", val_ratio=0.25))
+    assert images.shape == (1, 64, 96, 3) and labels.shape == (1, 64, 96)
+    (folder / "labelmap.txt").write_text("background:0,0,0::\n")  # now it looks like a CVAT export
+    (folder / "classes.json").unlink()
+    with pytest.raises(DataError, match="is a CVAT export.*import_cvat"):
+        load(folder)
 
 
 def test_image_sets_choose_the_folder_split(make_folder):

@@ -26,15 +26,6 @@ def _examples(builder, split):
             for ex in tfds.as_numpy(builder.as_dataset(split=split))}
 
 
-def _zip_folder(folder, archive, top=""):
-    with zipfile.ZipFile(archive, "w") as z:
-        for dirpath, _, filenames in os.walk(folder):
-            for filename in filenames:
-                path = os.path.join(dirpath, filename)
-                z.write(path, top + os.path.relpath(path, folder).replace(os.sep, "/"))
-    return archive
-
-
 def _assert_reproduces(builder, folder_path):
     folder = SegmentationFolder(folder_path)
     meta = builder.info.metadata
@@ -89,11 +80,11 @@ def test_image_sets_decide_the_splits(make_folder, tmp_path):
     assert set(_examples(builder, "train")) == {f"img_{i:03d}{s}" for i in range(3) for s in ("", "_aug001")}
 
 
-def test_a_zip_in_the_manual_directory_with_a_top_folder(make_folder, tmp_path):
+def test_a_zip_in_the_manual_directory_with_a_top_folder(make_folder, tmp_path, zip_folder):
     folder = make_folder(num_sources=4, copies=0, image_format=".jpg")
     manual_dir = tmp_path / "manual"
     manual_dir.mkdir()
-    _zip_folder(folder, manual_dir / "full_semantic.zip", top="full_semantic/")
+    zip_folder(folder, manual_dir / "full_semantic.zip", top="full_semantic/")
     builder = build_dataset(manual_dir, name="zipped", data_dir=tmp_path / "tfds", val_ratio=0.25)
     assert builder.info.metadata["source"] == str(manual_dir / "full_semantic.zip")
     folder_reader = SegmentationFolder(folder)
@@ -105,9 +96,9 @@ def test_a_zip_in_the_manual_directory_with_a_top_folder(make_folder, tmp_path):
             assert np.abs(image.astype(int) - expected_image).mean() < 3
 
 
-def test_a_zip_reader_pickles_without_its_open_archive(make_folder, tmp_path):
+def test_a_zip_reader_pickles_without_its_open_archive(make_folder, tmp_path, zip_folder):
     folder = make_folder(num_sources=2, copies=0)
-    with SegmentationZip(_zip_folder(folder, tmp_path / "data.zip", top="data/")) as reader:
+    with SegmentationZip(zip_folder(folder, tmp_path / "data.zip", top="data/")) as reader:
         copy = pickle.loads(pickle.dumps(reader))
         np.testing.assert_array_equal(copy.load("img_001")[1], SegmentationFolder(folder).load("img_001")[1])
         assert copy.label_path("img_001") == f"{tmp_path / 'data.zip'}!data/gt/img_001.png"
@@ -188,8 +179,8 @@ def test_bad_items_stop_the_build_naming_the_files(make_folder, tmp_path, damage
 
 @pytest.mark.parametrize("member, kind", [("../evil.png", "'..'"), ("/abs/evil.png", "absolute"),
                                           ("link.png", "symbolic link")])
-def test_unsafe_zip_members_are_refused(make_folder, tmp_path, member, kind):
-    archive = _zip_folder(make_folder(num_sources=2, copies=0), tmp_path / "data.zip")
+def test_unsafe_zip_members_are_refused(make_folder, tmp_path, member, kind, zip_folder):
+    archive = zip_folder(make_folder(num_sources=2, copies=0), tmp_path / "data.zip")
     with zipfile.ZipFile(archive, "a") as z:
         info = zipfile.ZipInfo(member)
         if kind == "symbolic link":
@@ -199,12 +190,12 @@ def test_unsafe_zip_members_are_refused(make_folder, tmp_path, member, kind):
         build_dataset(archive, name="unsafe", data_dir=tmp_path / "tfds")
 
 
-def test_a_manual_directory_with_two_zips_is_refused(make_folder, tmp_path):
+def test_a_manual_directory_with_two_zips_is_refused(make_folder, tmp_path, zip_folder):
     manual_dir = tmp_path / "manual"
     manual_dir.mkdir()
     folder = make_folder(num_sources=2, copies=0)
-    _zip_folder(folder, manual_dir / "a.zip")
-    _zip_folder(folder, manual_dir / "b.zip")
+    zip_folder(folder, manual_dir / "a.zip")
+    zip_folder(folder, manual_dir / "b.zip")
     with pytest.raises(DataError, match=r"2 zip archives \(a.zip, b.zip\)"):
         build_dataset(manual_dir, name="two", data_dir=tmp_path / "tfds")
 
@@ -219,11 +210,11 @@ def _tfds_build_command(arguments):
     return [sys.executable, "-c", run_build, *arguments]
 
 
-def test_tfds_build_cli_with_a_zip_in_manual_dir(make_folder, tmp_path):
+def test_tfds_build_cli_with_a_zip_in_manual_dir(make_folder, tmp_path, zip_folder):
     folder = make_folder(num_sources=4, copies=1)
     manual_dir = tmp_path / "manual"
     manual_dir.mkdir()
-    _zip_folder(folder, manual_dir / "full_semantic.zip")
+    zip_folder(folder, manual_dir / "full_semantic.zip")
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, SEGZOO_VAL_RATIO="0.25", SEGZOO_SPLIT_SEED="3")
     command = _tfds_build_command([CLI_BUILDER_DIR, "--manual_dir", str(manual_dir),
                                    "--data_dir", str(tmp_path / "tfds")])

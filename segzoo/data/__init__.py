@@ -14,9 +14,9 @@ import importlib
 _EXPORTS = {
     "DataError": "io", "read_image": "io", "read_label": "io", "read_color_mask": "io",
     "write_image": "io", "write_label": "io", "decode_image": "io", "decode_color_mask": "io",
-    "decode_label": "io", "open_zip": "io",
-    "SegmentationFolder": "folder", "SegmentationZip": "folder", "FolderWriter": "folder",
-    "open_source": "folder", "source_id": "folder", "augmented_id": "folder",
+    "decode_label": "io", "open_zip": "io", "FolderFiles": "io", "ZipFiles": "io",
+    "SegmentationDataset": "folder", "SegmentationFolder": "folder", "SegmentationZip": "folder",
+    "FolderWriter": "folder", "source_id": "folder", "augmented_id": "folder",
     "check_label_values": "folder", "index_by_id": "folder",
     "read_cvat": "cvat", "CvatDataset": "cvat", "import_cvat": "cvat", "parse_labelmap": "cvat",
     "make_cvat_sample": "synthetic", "CvatSample": "synthetic",

@@ -57,7 +57,7 @@ from segzoo.constants import BACKGROUND_ID, IGNORE_INDEX
 from segzoo.data.folder import (
     CLASSES_FILE, IMAGES_DIR, LABELS_DIR, SUBSETS_DIR, FolderWriter, list_files, augmented_id,
 )
-from segzoo.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
+from segzoo.data.io import IMAGE_EXTENSIONS, DataError, is_within, read_image, write_image
 from segzoo.data.overlay import overlay_label
 
 #: Folder of the output that holds the overlays for people; never read for training.
@@ -398,15 +398,10 @@ def _list_backgrounds(bg_path, config):
     return backgrounds
 
 
-def _is_within(path, directory):
-    path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return os.path.commonpath([path, directory]) == directory
-
-
 def _check_output_dir(dataset, output_dir):
     """Refuse an output folder that holds source images or lies inside a folder of source images."""
     for source_dir in sorted({os.path.dirname(dataset.image_path(i)) for i in dataset.ids}):
-        if _is_within(source_dir, output_dir) or _is_within(output_dir, source_dir):
+        if is_within(source_dir, output_dir) or is_within(output_dir, source_dir):
             raise DataError(f"{output_dir}: the output folder overlaps the source images in {source_dir}. "
                             f"Write the augmented dataset to a separate folder.")
 

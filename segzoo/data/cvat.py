@@ -26,152 +26,27 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import stat
 import uuid
-import zipfile
 
 import numpy as np
 from tqdm import tqdm
 
 from segzoo.constants import BACKGROUND_ID, IGNORE_INDEX
-from segzoo.data.folder import FolderWriter, index_by_id, validate_classes
+from segzoo.data.folder import (
+    SUBSETS_DIR, FolderWriter, SegmentationDataset, check_same_size, index_by_id, read_subsets, validate_classes,
+)
 from segzoo.data.io import (
-    IMAGE_EXTENSIONS,
-    DataError,
-    decode_color_mask,
-    decode_image,
-    read_color_mask,
-    read_image,
+    IMAGE_EXTENSIONS, DataError, FolderFiles, decode_color_mask, decode_image, find_root, is_within, open_files,
 )
 
 logger = logging.getLogger(__name__)
 
 LABELMAP_FILE = "labelmap.txt"
-SUBSETS_DIR = "ImageSets/Segmentation/"
 MASKS_DIR = "SegmentationClass/"
 IMAGES_DIR = "JPEGImages/"
 
 #: Name of the single foreground class in ``binary=True`` mode when the export has several.
 FOREGROUND_NAME = "foreground"
-
-
-class _FolderFiles:
-    """The files below a folder, named by ``/``-separated paths relative to it."""
-
-    def __init__(self, root):
-        self.root = os.fspath(root)
-
-    def names(self) -> list[str]:
-        return sorted(
-            os.path.relpath(os.path.join(dirpath, filename), self.root).replace(os.sep, "/")
-            for dirpath, _, filenames in os.walk(self.root) for filename in filenames
-        )
-
-    def describe(self, name: str) -> str:
-        return os.path.join(self.root, *name.split("/"))
-
-    def read_text(self, name: str) -> str:
-        with open(self.describe(name), "rb") as f:
-            return _decode_text(f.read(), self.describe(name))
-
-    def read_image(self, name: str) -> np.ndarray:
-        return read_image(self.describe(name))
-
-    def read_color_mask(self, name: str) -> np.ndarray:
-        return read_color_mask(self.describe(name))
-
-
-class _ZipFiles:
-    """The members of a zip file, read in memory.
-
-    The archive opens lazily, once per process: a pickled copy (sent to a
-    process pool) holds the path only, and a forked child opens its own handle.
-    """
-
-    def __init__(self, path):
-        self.path = os.fspath(path)
-        self._archive = None
-        self._pid = None
-        try:
-            infos = self._open().infolist()
-        except (zipfile.BadZipFile, OSError) as error:
-            raise DataError(f"{self.path}: cannot read this zip file ({error}). Download the export again.") from error
-        for info in infos:
-            _check_member(info, self.path)
-        self._names = sorted(info.filename for info in infos if not info.is_dir())
-
-    def _open(self) -> zipfile.ZipFile:
-        if self._archive is None or self._pid != os.getpid():
-            self._archive, self._pid = zipfile.ZipFile(self.path), os.getpid()
-        return self._archive
-
-    def __getstate__(self):
-        return {**self.__dict__, "_archive": None, "_pid": None}
-
-    def names(self) -> list[str]:
-        return list(self._names)
-
-    def describe(self, name: str) -> str:
-        return f"{self.path}!{name}"
-
-    def _read(self, name: str) -> bytes:
-        try:
-            return self._open().read(name)
-        except (zipfile.BadZipFile, OSError, KeyError) as error:
-            raise DataError(f"{self.describe(name)}: cannot read this zip member ({error}).") from error
-
-    def read_text(self, name: str) -> str:
-        return _decode_text(self._read(name), self.describe(name))
-
-    def read_image(self, name: str) -> np.ndarray:
-        return decode_image(self._read(name), self.describe(name))
-
-    def read_color_mask(self, name: str) -> np.ndarray:
-        return decode_color_mask(self._read(name), self.describe(name))
-
-
-def _decode_text(data: bytes, source: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{source}: not UTF-8 text ({error}). CVAT writes UTF-8; re-export it.") from error
-
-
-def _check_member(info: zipfile.ZipInfo, archive: str) -> None:
-    """Reject a zip member that could name a file outside the export."""
-    name = info.filename
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
-        raise DataError(
-            f"{archive}!{name}: unsafe zip member (an absolute path or a '..' component). "
-            f"This is not an export CVAT wrote; refusing to read it."
-        )
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise DataError(f"{archive}!{name}: the zip member is a symbolic link; refusing to read it.")
-
-
-def _open_files(path):
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        return _FolderFiles(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file or folder. Pass a CVAT export folder or its .zip.")
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: neither a folder nor a zip file. Pass a CVAT export folder or its .zip.")
-    return _ZipFiles(path)
-
-
-def _export_prefix(names, files) -> str:
-    """Where the export starts: its root, or the one folder that wraps it (a re-zipped export)."""
-    if LABELMAP_FILE in names:
-        return ""
-    wrapped = [n for n in names if n.count("/") == 1 and n.endswith("/" + LABELMAP_FILE)]
-    if len(wrapped) == 1:
-        return wrapped[0][: -len(LABELMAP_FILE)]
-    raise DataError(
-        f"{files.describe(LABELMAP_FILE)}: missing, so this is not a CVAT \"Segmentation mask 1.1\" "
-        f"export (or it is empty). Export the task with that format."
-    )
 
 
 def parse_labelmap(text: str, source: str = LABELMAP_FILE) -> list[tuple[str, tuple[int, int, int]]]:
@@ -214,13 +89,14 @@ def _background_index(labels, source) -> int:
     )
 
 
-class CvatDataset:
+class CvatDataset(SegmentationDataset):
     """A CVAT "Segmentation mask 1.1" export read in place, as ``(image, class ids)`` items.
 
-    The same dataset protocol as :class:`segzoo.data.folder.SegmentationFolder`.
+    The protocol of :class:`segzoo.data.folder.SegmentationDataset`.
     Everything but pixels is checked on construction (label map, subset lists,
     image/mask pairing); pixels are checked when an item loads. Nothing in the
-    export is modified or extracted. Picklable: a zip opens lazily in each process.
+    export is modified or extracted. Picklable: a zip opens lazily in each
+    process; :meth:`close` (or ``with``) closes it.
 
     Args:
         path: the export folder or ``.zip``.
@@ -244,20 +120,25 @@ class CvatDataset:
 
     def __init__(self, path, images=None, binary=False):
         self.root = os.fspath(path)
-        self._files = _open_files(path)
-        names = self._files.names()
-        self._prefix = _export_prefix(names, self._files)
-        names = [n[len(self._prefix):] for n in names if n.startswith(self._prefix)]
-
-        labelmap_source = self._describe(LABELMAP_FILE)
-        labels = parse_labelmap(self._files.read_text(self._prefix + LABELMAP_FILE), labelmap_source)
-        self._set_classes(labels, _background_index(labels, labelmap_source), binary)
-        self._subsets = self._read_subsets(names)
-        self._masks_dir = self._prefix + MASKS_DIR
-        self._masks = index_by_id(_below(names, MASKS_DIR), (".png",),
-                                  lambda n: self._files.describe(self._masks_dir + n))
-        self._index_images(names, images)
-        self._pair_up()
+        self._files = open_files(path)
+        try:
+            self._prefix = find_root(self._files.names(), LABELMAP_FILE)
+            if self._prefix is None:
+                raise DataError(
+                    f"{self._files.describe(LABELMAP_FILE)}: missing, so this is not a CVAT \"Segmentation "
+                    f"mask 1.1\" export (or it is empty). Export the task with that format."
+                )
+            labelmap_source = self._describe(LABELMAP_FILE)
+            labels = parse_labelmap(self._files.read_text(self._prefix + LABELMAP_FILE), labelmap_source)
+            self._set_classes(labels, _background_index(labels, labelmap_source), binary)
+            self._masks_dir = self._prefix + MASKS_DIR
+            self._masks = index_by_id(self._files.names(self._masks_dir), (".png",),
+                                      lambda n: self._files.describe(self._masks_dir + n))
+            self._index_images(images)
+            self._pair_up()
+        except BaseException:
+            self.close()
+            raise
 
     # -- construction ---------------------------------------------------------
 
@@ -283,36 +164,26 @@ class CvatDataset:
         self._color_keys = packed[by_color]
         self._color_ids = np.array([class_of[i] for i in by_color], dtype=np.uint8)
 
-    def _read_subsets(self, names) -> dict[str, list[str]]:
-        subsets = {}
-        for filename in _below(names, SUBSETS_DIR):
-            if "/" not in filename and filename.endswith(".txt"):
-                lines = self._files.read_text(self._prefix + SUBSETS_DIR + filename).splitlines()
-                ids = dict.fromkeys(line.strip() for line in lines if line.strip())
-                subsets[filename[: -len(".txt")]] = list(ids)
-        return subsets
-
-    def _index_images(self, names, images):
+    def _index_images(self, images):
         """Set where the images are (files, folder inside them) and id -> file name below it."""
         if images is not None:
             if not os.path.isdir(images):
                 raise DataError(f"{images}: no such folder (images=, the folder of the original images).")
-            self._image_files, self._images_dir = _FolderFiles(images), ""
-            names = self._image_files.names()
+            self._image_files, self._images_dir = FolderFiles(images), ""
         else:
             self._image_files, self._images_dir = self._files, self._prefix + IMAGES_DIR
-            names = _below(names, IMAGES_DIR)
-            if not names:
-                raise DataError(
-                    f"{self.root}: the export holds no images (no {IMAGES_DIR}; it was made without "
-                    f"\"Save images\"). Pass images=<folder of the original images>, matched by id, "
-                    f"or export again with \"Save images\" ticked."
-                )
+        names = self._image_files.names(self._images_dir)
+        if images is None and not names:
+            raise DataError(
+                f"{self.root}: the export holds no images (no {IMAGES_DIR}; it was made without "
+                f"\"Save images\"). Pass images=<folder of the original images>, matched by id, "
+                f"or export again with \"Save images\" ticked."
+            )
         self._images = index_by_id(names, IMAGE_EXTENSIONS,
                                    lambda n: self._image_files.describe(self._images_dir + n))
 
     def _pair_up(self):
-        """Set ``ids``, ``unlabelled_ids`` and ``unlisted_ids``; raise on anything unpaired."""
+        """Read the subset lists; set ``ids``, ``unlabelled_ids`` and ``unlisted_ids``; raise on anything unpaired."""
         where = "in " + (self._image_files.describe(self._images_dir) if self._images_dir
                          else self._image_files.root)
         orphans = sorted(self._masks.keys() - self._images.keys())
@@ -322,14 +193,9 @@ class CvatDataset:
                 f"{len(orphans)} mask(s) have no image {where} (expected <id>.<image extension>):\n"
                 f"  {listed}\nPass images= with the folder of the original images, or remove these masks."
             )
-        for subset, ids in self._subsets.items():
-            missing = [i for i in ids if i not in self._images]
-            if missing:
-                raise DataError(
-                    f"{self._describe(SUBSETS_DIR + subset + '.txt')}: {len(missing)} listed id(s) have "
-                    f"no image {where}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. "
-                    f"Pass images= with the folder of the original images."
-                )
+        self._subsets = read_subsets(
+            self._files, self._prefix + SUBSETS_DIR, self._images,
+            f"Images are looked for {where}; pass images= with the folder of the original images.")
         listed = {i for ids in self._subsets.values() for i in ids}
         self.ids = sorted(listed | self._masks.keys())
         if not self.ids:
@@ -350,11 +216,6 @@ class CvatDataset:
                 " ..." if len(self.unlisted_ids) > 5 else "")
 
     # -- the dataset protocol -------------------------------------------------
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes, background included."""
-        return len(self.class_names)
 
     @property
     def num_unlabelled(self) -> int:
@@ -382,17 +243,13 @@ class CvatDataset:
                 files when their sizes differ, and naming the mask, the colour
                 and its pixel count for a colour that is not in ``labelmap.txt``.
         """
-        image = self._image_files.read_image(self._images_dir + self._images[item_id])
+        image_source = self.image_path(item_id)
+        image = decode_image(self._image_files.read(self._images_dir + self._images[item_id]), image_source)
         if item_id not in self._masks:
             return image, np.full(image.shape[:2], BACKGROUND_ID, dtype=np.uint8)
         mask_source = self.label_path(item_id)
-        mask = self._files.read_color_mask(self._masks_dir + self._masks[item_id])
-        if mask.shape[:2] != image.shape[:2]:
-            raise DataError(
-                f"{mask_source} is {mask.shape[1]}x{mask.shape[0]} but its image "
-                f"{self.image_path(item_id)} is {image.shape[1]}x{image.shape[0]} (width x height). "
-                f"The mask must have the size of the image it was drawn on."
-            )
+        mask = decode_color_mask(self._files.read(self._masks_dir + self._masks[item_id]), mask_source)
+        check_same_size(image, mask[..., 0], image_source, mask_source)
         return image, self._colors_to_ids(mask, mask_source)
 
     def _colors_to_ids(self, mask, source) -> np.ndarray:
@@ -408,19 +265,6 @@ class CvatDataset:
                 f"(no resizing or anti-aliasing); add the label or fix the mask."
             )
         return self._color_ids[index]
-
-    def items(self):
-        """Yield ``(item_id, image, label)`` for every item, in id order."""
-        for item_id in self.ids:
-            yield (item_id, *self.load(item_id))
-
-    def __len__(self):
-        return len(self.ids)
-
-
-def _below(names, directory) -> list[str]:
-    """The ``names`` inside ``directory`` (ending in ``/``), relative to it."""
-    return [n[len(directory):] for n in names if n.startswith(directory)]
 
 
 def _pack(rgb) -> np.ndarray:
@@ -458,30 +302,25 @@ def import_cvat(path, output_dir, images=None, binary=False, overwrite=False) ->
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise DataError(f"{output_dir}: exists and is not a folder.")
     for source in (path, images):
-        if source is not None and os.path.isdir(source) and _is_within(output_dir, source):
+        if source is not None and os.path.isdir(source) and is_within(output_dir, source):
             raise DataError(f"{output_dir}: inside {os.fspath(source)}, which is only read. Choose another folder.")
-    dataset = read_cvat(path, images=images, binary=binary)
     parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    # Not tempfile.mkdtemp: its folder is private (0700), and it becomes output_dir.
-    staging = os.path.join(parent, f".{os.path.basename(output_dir)}.partial-{uuid.uuid4().hex[:12]}")
-    os.mkdir(staging)
-    try:
-        writer = FolderWriter(staging, dataset.class_names, dataset.colors)
-        for item_id in tqdm(dataset.ids, desc="Importing CVAT export", unit="image"):
-            writer.write(item_id, *dataset.load(item_id))
-        writer.write_subsets(dataset.subsets())
-        _move_into(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with read_cvat(path, images=images, binary=binary) as dataset:
+        os.makedirs(parent, exist_ok=True)
+        # Not tempfile.mkdtemp: its folder is private (0700), and it becomes output_dir.
+        staging = os.path.join(parent, f".{os.path.basename(output_dir)}.partial-{uuid.uuid4().hex[:12]}")
+        os.mkdir(staging)
+        try:
+            writer = FolderWriter(staging, dataset.class_names, dataset.colors)
+            for item_id in tqdm(dataset.ids, desc="Importing CVAT export", unit="image"):
+                writer.write(item_id, *dataset.load(item_id))
+            writer.write_subsets(dataset.subsets())
+            _move_into(staging, output_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     logger.info("%s: imported %d images (%d with no mask) into %s.",
                 path, len(dataset), dataset.num_unlabelled, output_dir)
     return output_dir
-
-
-def _is_within(path, folder) -> bool:
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
 
 
 def _move_into(source, destination):

@@ -16,7 +16,11 @@ paired by id, never by sorted order. Offline augmentation writes copies named
 ``<source id>_aug<k>`` (see :func:`source_id`), so that a split can keep every
 copy of one source image on the same side. The same layout zipped (at the root
 of the archive or under one top folder) is read in memory by
-:class:`SegmentationZip`; :func:`open_source` opens either.
+:class:`SegmentationZip`; :func:`segzoo.data.sources.open_dataset` opens
+either, or a CVAT export.
+
+:class:`SegmentationDataset` is the protocol every dataset reader follows
+(these two and :class:`segzoo.data.cvat.CvatDataset`).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import numpy as np
 
 from segzoo.constants import IGNORE_INDEX
 from segzoo.data.io import (
-    IMAGE_EXTENSIONS, DataError, decode_image, decode_label, open_zip, read_bytes, write_image, write_label,
+    IMAGE_EXTENSIONS, DataError, FolderFiles, ZipFiles, decode_image, decode_label, find_root, write_image,
+    write_label,
 )
 
 CLASSES_FILE = "classes.json"
 IMAGES_DIR = "rgb"
 LABELS_DIR = "gt"
-SUBSETS_DIR = os.path.join("ImageSets", "Segmentation")
+SUBSETS_DIR = "ImageSets/Segmentation"
 
 _AUGMENTED_SUFFIX = re.compile(r"_aug\d+$")
 
@@ -71,30 +76,48 @@ def index_by_id(paths, extensions, describe=str) -> dict[str, str]:
     return found
 
 
-def _parse_subset_list(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def list_files(directory, extensions):
+def list_files(directory, extensions) -> dict[str, str]:
     """Map id -> path for the files below ``directory`` whose extension is in ``extensions``."""
-    relative = sorted(
-        os.path.relpath(os.path.join(dirpath, filename), directory).replace(os.sep, "/")
-        for dirpath, _, filenames in os.walk(directory) for filename in filenames
-    )
-    found = index_by_id(relative, extensions, lambda path: os.path.join(directory, path))
-    return {item_id: os.path.join(directory, path) for item_id, path in found.items()}
+    files = FolderFiles(directory)
+    return {item_id: files.describe(name)
+            for item_id, name in index_by_id(files.names(), extensions, files.describe).items()}
 
 
-def read_subset_lists(root) -> dict[str, list[str]]:
-    """Read ``ImageSets/Segmentation/<subset>.txt`` lists below ``root``: subset -> ids."""
-    directory = os.path.join(root, SUBSETS_DIR)
-    subsets = {}
-    if os.path.isdir(directory):
-        for filename in sorted(os.listdir(directory)):
-            if filename.endswith(".txt"):
-                with open(os.path.join(directory, filename), encoding="utf-8") as f:
-                    subsets[filename[: -len(".txt")]] = _parse_subset_list(f.read())
+def read_subsets(files, folder: str, images=None, hint: str = "") -> dict[str, list[str]]:
+    """Subset name -> ids from the ``<subset>.txt`` lists directly in ``folder`` of ``files``.
+
+    ``files`` is a :class:`segzoo.data.io.FolderFiles` or ``ZipFiles``; a list
+    holds one id per line (blank lines skipped, repeated ids kept once). When
+    ``images`` (the ids that have an image) is given, a list naming another id
+    raises :class:`DataError` naming the list, the ids and ``hint`` (the fix).
+    """
+    start = folder.rstrip("/") + "/"
+    subsets = {
+        filename[: -len(".txt")]: list(dict.fromkeys(
+            line.strip() for line in files.read_text(start + filename).splitlines() if line.strip()))
+        for filename in files.names(folder) if "/" not in filename and filename.endswith(".txt")
+    }
+    for name, ids in subsets.items():
+        missing = [i for i in ids if images is not None and i not in images]
+        if missing:
+            raise DataError(
+                f"{files.describe(f'{start}{name}.txt')}: {len(missing)} listed id(s) have no image: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. {hint}".rstrip()
+            )
     return subsets
+
+
+def check_same_size(image, label, image_source, label_source) -> None:
+    """Raise :class:`DataError` naming both files when ``label``'s ``(H, W)`` is not ``image``'s."""
+    image_shape, label_shape = np.shape(image), np.shape(label)
+    if image_shape[:2] != label_shape:
+        def size(shape):
+            return "x".join(str(s) for s in shape[1::-1])
+
+        raise DataError(
+            f"{label_source} is {size(label_shape)} but its image {image_source} is {size(image_shape)} "
+            f"(width x height). A label must have the size of its image."
+        )
 
 
 def validate_classes(class_names, colors, source) -> None:
@@ -125,7 +148,43 @@ def validate_classes(class_names, colors, source) -> None:
         seen_names[name], seen_colors[color] = class_id, name
 
 
-class SegmentationFolder:
+class SegmentationDataset:
+    """A labelled dataset read in place: the protocol of every segzoo dataset reader.
+
+    Subclasses set ``root`` (the folder or archive), ``class_names``,
+    ``colors`` (``(r, g, b)`` per class), ``ignore_index``, ``ids`` (sorted)
+    and ``_files`` (their :class:`segzoo.data.io.FolderFiles` or ``ZipFiles``),
+    and define ``load(id) -> (image uint8 (H, W, 3), label uint8 (H, W))``,
+    ``image_path(id)``, ``label_path(id)`` and ``subsets()``. A reader of a zip
+    holds it open: :meth:`close` it, or use ``with``. Readers pickle without
+    their open archive.
+    """
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.class_names)
+
+    def items(self):
+        """Yield ``(item_id, image, label)`` for every item, in id order."""
+        for item_id in self.ids:
+            yield (item_id, *self.load(item_id))
+
+    def close(self) -> None:
+        """Close the archive of a zip (it reopens if read again); nothing for a folder."""
+        self._files.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __len__(self):
+        return len(self.ids)
+
+
+class SegmentationFolder(SegmentationDataset):
     """Reads an ``rgb/`` + ``gt/`` folder (see the module docstring).
 
     Attributes:
@@ -141,45 +200,40 @@ class SegmentationFolder:
     """
 
     def __init__(self, root):
-        self.root = os.fspath(root)
-        self._read_layout()
+        self._read_layout(FolderFiles(root), "")
 
-    # Storage: the only methods that touch files. SegmentationZip overrides them.
-    def _walk(self, directory):
-        """Yield the ``/``-separated paths, relative to ``directory``, of the files below it."""
-        top = os.path.join(self.root, directory)
-        for dirpath, _, filenames in os.walk(top):
-            for filename in filenames:
-                yield os.path.relpath(os.path.join(dirpath, filename), top).replace(os.sep, "/")
+    # Storage: every file is read through self._files, below self._prefix.
+    def _walk(self, directory) -> list[str]:
+        """The ``/``-separated paths, relative to ``directory``, of the files below it."""
+        return self._files.names(self._prefix + directory)
 
     def _read(self, relative_path) -> bytes:
-        return read_bytes(self._locate(relative_path))
-
-    def _exists(self, relative_path) -> bool:
-        return os.path.isfile(self._locate(relative_path))
+        return self._files.read(self._prefix + relative_path)
 
     def _locate(self, relative_path) -> str:
-        """The path shown to people (and opened) for a ``/``-separated path below the root."""
-        return os.path.join(self.root, *relative_path.split("/"))
+        """The path shown to people for a ``/``-separated path below the root."""
+        return self._files.describe(self._prefix + relative_path)
 
-    def _read_layout(self):
+    def _read_layout(self, files, prefix):
+        """Read ``classes.json`` and pair images with labels, from ``files`` below ``prefix``."""
+        self._files, self._prefix, self.root = files, prefix, files.root
         classes_path = self._locate(CLASSES_FILE)
-        if not self._exists(CLASSES_FILE):
+        if not self._files.exists(prefix + CLASSES_FILE):
             raise DataError(
                 f"{classes_path}: missing. An rgb/ + gt/ folder needs a classes.json with "
                 f'"class_names" and "colors"; segzoo.data writers create it.'
             )
         try:
-            meta = json.loads(self._read(CLASSES_FILE).decode("utf-8"))
+            meta = json.loads(self._files.read_text(prefix + CLASSES_FILE))
             self.class_names = list(meta["class_names"])
             self.colors = [tuple(int(c) for c in color) for color in meta["colors"]]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise DataError(f"{classes_path}: not a valid classes file ({error}).") from error
         self.ignore_index = int(meta.get("ignore_index", IGNORE_INDEX))
         validate_classes(self.class_names, self.colors, classes_path)
 
         def index(directory, extensions):
-            found = index_by_id(sorted(self._walk(directory)), extensions,
+            found = index_by_id(self._walk(directory), extensions,
                                 lambda path: self._locate(f"{directory}/{path}"))
             return {item_id: f"{directory}/{path}" for item_id, path in found.items()}
 
@@ -195,11 +249,6 @@ class SegmentationFolder:
             raise DataError(f"{self.root}: no images found in {IMAGES_DIR}/ (extensions {', '.join(IMAGE_EXTENSIONS)}).")
         self.ids = sorted(self._images)
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes, background included."""
-        return len(self.class_names)
-
     def image_path(self, item_id: str) -> str:
         """Path of the image of ``item_id``."""
         return self._locate(self._images[item_id])
@@ -210,20 +259,8 @@ class SegmentationFolder:
 
     def subsets(self) -> dict[str, list[str]]:
         """Subset name -> ids, from ``ImageSets/Segmentation`` (empty when absent)."""
-        subsets, directory = {}, SUBSETS_DIR.replace(os.sep, "/")
-        for filename in sorted(self._walk(directory)):
-            if "/" in filename or not filename.endswith(".txt"):
-                continue
-            relative_path = f"{directory}/{filename}"
-            ids = _parse_subset_list(self._read(relative_path).decode("utf-8"))
-            unknown = [i for i in ids if i not in self._images]
-            if unknown:
-                raise DataError(
-                    f"{self._locate(relative_path)}: lists ids with no "
-                    f"image: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}."
-                )
-            subsets[filename[: -len(".txt")]] = ids
-        return subsets
+        return read_subsets(self._files, self._prefix + SUBSETS_DIR, self._images,
+                            f"Add their images to {IMAGES_DIR}/ or remove them from the list.")
 
     def read_encoded(self, item_id: str) -> tuple[bytes, bytes]:
         """The encoded files of one item, as stored: ``(image bytes, label PNG bytes)``."""
@@ -233,11 +270,7 @@ class SegmentationFolder:
         """Decode and check the files of ``item_id`` (see :meth:`load`)."""
         image_path, label_path = self.image_path(item_id), self.label_path(item_id)
         image, label = decode_image(encoded_image, image_path), decode_label(encoded_label, label_path)
-        if image.shape[:2] != label.shape:
-            raise DataError(
-                f"{image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} "
-                f"is {label.shape[1]}x{label.shape[0]} (width x height). They must match."
-            )
+        check_same_size(image, label, image_path, label_path)
         check_label_values(label, self.num_classes, self.ignore_index, label_path)
         return image, label
 
@@ -251,23 +284,6 @@ class SegmentationFolder:
         """
         return self.decode(item_id, *self.read_encoded(item_id))
 
-    def items(self):
-        """Yield ``(item_id, image, label)`` for every item, in id order."""
-        for item_id in self.ids:
-            yield (item_id, *self.load(item_id))
-
-    def close(self) -> None:
-        """Release open files (nothing for a folder; the archive of a :class:`SegmentationZip`)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def __len__(self):
-        return len(self.ids)
-
 
 class SegmentationZip(SegmentationFolder):
     """Reads the ``rgb/`` + ``gt/`` layout from a zip archive, members read in memory.
@@ -275,86 +291,23 @@ class SegmentationZip(SegmentationFolder):
     ``classes.json``, ``rgb/`` and ``gt/`` sit at the root of the archive or
     under one top folder (``dataset/rgb/...``). Nothing is extracted; member
     names are checked by :func:`segzoo.data.io.open_zip`. Paths in messages
-    read ``archive.zip!member``. The archive opens lazily, once per process, so
-    a pickled copy (sent to a process pool) holds the path only; :meth:`close`
-    (or ``with``) closes it.
+    read ``archive.zip!member``. The archive opens lazily, once per process
+    (:class:`segzoo.data.io.ZipFiles`); :meth:`close` (or ``with``) closes it.
     """
 
     def __init__(self, path):
-        self.root = os.fspath(path)
-        self._handle = self._pid = None
+        files = ZipFiles(path)
         try:
-            names = [name for name in self._archive().namelist()
-                     # macOS adds resource forks under __MACOSX/; they are not data.
-                     if not name.endswith("/") and not name.startswith("__MACOSX/")]
-            self._members = set(names)
-            self._prefix = self._find_prefix(names)
-            self._read_layout()
+            prefix = find_root(files.names(), CLASSES_FILE)
+            if prefix is None:
+                raise DataError(
+                    f"{files.root}: no {CLASSES_FILE} at the root of the archive or under a single top "
+                    f"folder. The archive must hold {CLASSES_FILE}, {IMAGES_DIR}/ and {LABELS_DIR}/."
+                )
+            self._read_layout(files, prefix)
         except BaseException:
-            self.close()
+            files.close()
             raise
-
-    def _archive(self):
-        if self._handle is None or self._pid != os.getpid():
-            self._handle, self._pid = open_zip(self.root), os.getpid()
-        return self._handle
-
-    def __getstate__(self):
-        return {**self.__dict__, "_handle": None, "_pid": None}
-
-    def _find_prefix(self, names):
-        if CLASSES_FILE in self._members:
-            return ""
-        tops = {name.split("/", 1)[0] for name in names}
-        if len(tops) == 1 and f"{next(iter(tops))}/{CLASSES_FILE}" in self._members:
-            return next(iter(tops)) + "/"
-        raise DataError(
-            f"{self.root}: no {CLASSES_FILE} at the root of the archive or under a single top "
-            f"folder. The archive must hold {CLASSES_FILE}, {IMAGES_DIR}/ and {LABELS_DIR}/."
-        )
-
-    def _walk(self, directory):
-        start = f"{self._prefix}{directory}/"
-        return (name[len(start):] for name in sorted(self._members) if name.startswith(start))
-
-    def _read(self, relative_path) -> bytes:
-        return self._archive().read(self._prefix + relative_path)
-
-    def _exists(self, relative_path) -> bool:
-        return self._prefix + relative_path in self._members
-
-    def _locate(self, relative_path) -> str:
-        return f"{self.root}!{self._prefix}{relative_path}"
-
-    def close(self) -> None:
-        """Close the archive (it reopens if read again)."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
-def open_source(path) -> SegmentationFolder:
-    """Open a dataset given as an ``rgb/`` + ``gt/`` folder, a zip of one, or a folder holding one zip.
-
-    The last form is a TFDS manual directory (the original project's
-    ``full_semantic.zip``). Returns a :class:`SegmentationFolder` or a
-    :class:`SegmentationZip` (close it when done, or use ``with``).
-    """
-    path = os.fspath(path)
-    if os.path.isfile(path) and path.lower().endswith(".zip"):
-        return SegmentationZip(path)
-    if not os.path.isdir(path):
-        raise DataError(f"{path}: no such folder or zip archive.")
-    if os.path.isfile(os.path.join(path, CLASSES_FILE)):
-        return SegmentationFolder(path)
-    archives = sorted(name for name in os.listdir(path) if name.lower().endswith(".zip"))
-    if len(archives) == 1:
-        return SegmentationZip(os.path.join(path, archives[0]))
-    found = f"{len(archives)} zip archives ({', '.join(archives)})" if archives else "no zip archive"
-    raise DataError(
-        f"{path}: expected an rgb/ + gt/ folder with {CLASSES_FILE}, or exactly one zip "
-        f"archive of one; found no {CLASSES_FILE} and {found}."
-    )
 
 
 def check_label_values(label, num_classes, ignore_index, source) -> None:
@@ -410,13 +363,12 @@ class FolderWriter:
         """Write one image and its label under ``item_id``."""
         if item_id in self.written:
             raise DataError(f"{self.root}: the id '{item_id}' was written twice.")
-        if np.asarray(image).shape[:2] != np.asarray(label).shape:
-            raise DataError(
-                f"{item_id}: image shape {np.shape(image)} and label shape {np.shape(label)} differ."
-            )
+        image_path = os.path.join(self.root, IMAGES_DIR, item_id + self.image_format)
+        label_path = os.path.join(self.root, LABELS_DIR, item_id + ".png")
+        check_same_size(image, label, repr(item_id), f"{self.root}: the label of {item_id!r}")
         check_label_values(label, len(self.class_names), IGNORE_INDEX, f"label of {item_id}")
-        write_image(os.path.join(self.root, IMAGES_DIR, item_id + self.image_format), image)
-        write_label(os.path.join(self.root, LABELS_DIR, item_id + ".png"), label)
+        write_image(image_path, image)
+        write_label(label_path, label)
         self.written.add(item_id)
 
     def write_subsets(self, subsets: dict[str, list[str]]) -> None:

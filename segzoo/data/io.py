@@ -1,8 +1,13 @@
-"""Reading and writing images and label masks, with errors that name the file.
+"""Reading files safely, and images and label masks, with errors that name the file.
 
 Images are RGB ``uint8`` arrays of shape ``(H, W, 3)``; labels are class-id
 ``uint8`` arrays of shape ``(H, W)``. Every reader raises :class:`DataError`
 naming the file and the problem instead of returning ``None`` (OpenCV's habit).
+
+:class:`FolderFiles` and :class:`ZipFiles` give the files of a folder and the
+members of a zip archive one interface (names, ``read``, ``describe``), so that
+every dataset reader works on both; zip members are checked once and read in
+memory, never extracted.
 """
 
 from __future__ import annotations
@@ -28,6 +33,20 @@ def read_bytes(path) -> bytes:
         raise DataError(f"{path}: no such file.")
     with open(path, "rb") as f:
         return f.read()
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """Decode UTF-8 text read from ``source`` (named in the :class:`DataError` raised otherwise)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{source}: not UTF-8 text ({error}). Save it as UTF-8.") from error
+
+
+def is_within(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, links resolved."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def open_zip(path) -> zipfile.ZipFile:
@@ -56,19 +75,144 @@ def open_zip(path) -> zipfile.ZipFile:
         if problem:
             archive.close()
             raise DataError(
-                f"{path}!{info.filename}: this zip member {problem}; refusing the archive. "
+                f"{path}!{info.filename}: unsafe zip member: it {problem}; refusing the archive. "
                 f"Re-create it with relative paths and plain files only."
             )
     return archive
 
 
-def _decode(path, flags):
-    # np.fromfile + imdecode instead of imread: imread prints nothing useful and
-    # returns None for a missing file, a directory or a truncated image alike.
+class _Files:
+    """What :class:`FolderFiles` and :class:`ZipFiles` share; ``root`` is the folder or the archive.
+
+    A file is named by its ``/``-separated path relative to ``root``.
+    """
+
+    root: str
+
+    def read(self, name: str) -> bytes:
+        """The bytes of the file ``name``; :class:`DataError` naming it when it cannot be read."""
+        raise NotImplementedError
+
+    def describe(self, name: str) -> str:
+        """How messages name the file ``name``: a path, or ``"<archive>!<member>"``."""
+        raise NotImplementedError
+
+    def read_text(self, name: str) -> str:
+        """The file ``name`` as UTF-8 text."""
+        return decode_text(self.read(name), self.describe(name))
+
+    def close(self) -> None:
+        """Release open files (nothing for a folder)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _subfolder(folder: str) -> str:
+    """``folder`` as a name prefix: ``""`` or ``"a/b/"``."""
+    folder = folder.strip("/")
+    return folder + "/" if folder else ""
+
+
+class FolderFiles(_Files):
+    """The files below the folder ``root``."""
+
+    def __init__(self, root):
+        self.root = os.fspath(root)
+
+    def names(self, folder: str = "") -> list[str]:
+        """Sorted ``/``-separated paths, relative to ``folder`` (below ``root``), of the files below it."""
+        top = self.describe(_subfolder(folder))
+        return sorted(
+            os.path.relpath(os.path.join(dirpath, filename), top).replace(os.sep, "/")
+            for dirpath, _, filenames in os.walk(top) for filename in filenames
+        )
+
+    def exists(self, name: str) -> bool:
+        """Whether the file ``name`` exists."""
+        return os.path.isfile(self.describe(name))
+
+    def read(self, name: str) -> bytes:
+        return read_bytes(self.describe(name))
+
+    def describe(self, name: str) -> str:
+        return os.path.join(self.root, *name.split("/"))
+
+
+class ZipFiles(_Files):
+    """The file members of the zip archive ``root``, read in memory.
+
+    Member names are checked once by :func:`open_zip`; folder entries and
+    macOS's ``__MACOSX/`` resource forks are not files of the dataset. The
+    archive opens lazily, once per process: a pickled copy (sent to a process
+    pool) holds the path and the names only, and a forked child opens its own
+    handle. :meth:`close` (or ``with``) closes it; it reopens if read again.
+    """
+
+    def __init__(self, path):
+        self.root = os.fspath(path)
+        self._archive = self._pid = None
+        self._names = sorted(name for name in self._open().namelist()
+                             if not name.endswith("/") and not name.startswith("__MACOSX/"))
+        self._members = set(self._names)
+
+    def _open(self) -> zipfile.ZipFile:
+        if self._archive is None or self._pid != os.getpid():
+            self._archive, self._pid = open_zip(self.root), os.getpid()
+        return self._archive
+
+    def __getstate__(self):
+        return {**self.__dict__, "_archive": None, "_pid": None}
+
+    def names(self, folder: str = "") -> list[str]:
+        """Sorted member names below ``folder``, relative to it."""
+        start = _subfolder(folder)
+        return [name[len(start):] for name in self._names if name.startswith(start)]
+
+    def exists(self, name: str) -> bool:
+        """Whether the archive holds the file ``name``."""
+        return name in self._members
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self._open().read(name)
+        except (zipfile.BadZipFile, OSError, KeyError) as error:
+            raise DataError(f"{self.describe(name)}: cannot read this zip member ({error}).") from error
+
+    def describe(self, name: str) -> str:
+        return f"{self.root}!{name}"
+
+    def close(self) -> None:
+        """Close the archive (it reopens if read again)."""
+        if self._archive is not None:
+            self._archive.close()
+            self._archive = None
+
+
+def open_files(path) -> FolderFiles | ZipFiles:
+    """The files of the folder, or the members of the zip archive, ``path``."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file.")
-    return _decode_bytes(np.fromfile(path, dtype=np.uint8), flags, path)
+    if os.path.isdir(path):
+        return FolderFiles(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file or folder.")
+    return ZipFiles(path)
+
+
+def find_root(names, marker: str) -> str | None:
+    """Where the file ``marker`` (``"classes.json"``) puts a dataset among the file ``names``.
+
+    ``""`` when ``marker`` is at the root; ``"<top>/"`` when exactly one
+    top-level folder holds it (an archive zipped with its folder); otherwise
+    ``None``.
+    """
+    if marker in names:
+        return ""
+    wrapped = [name for name in names if name.count("/") == 1 and name.endswith("/" + marker)]
+    return wrapped[0][: -len(marker)] if len(wrapped) == 1 else None
 
 
 def _decode_bytes(data, flags, source):
@@ -88,8 +232,7 @@ def read_image(path) -> np.ndarray:
     Grayscale and RGBA files are converted to RGB (alpha is dropped); EXIF
     orientation is applied, as CVAT does when it shows the image.
     """
-    array = _decode(path, cv2.IMREAD_COLOR)
-    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    return decode_image(read_bytes(path), os.fspath(path))
 
 
 def read_color_mask(path) -> np.ndarray:
@@ -98,8 +241,7 @@ def read_color_mask(path) -> np.ndarray:
     Unlike :func:`read_image`, EXIF orientation is ignored: masks are written
     in the orientation of the annotated image.
     """
-    array = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    return decode_color_mask(read_bytes(path), os.fspath(path))
 
 
 def decode_image(data: bytes, source: str) -> np.ndarray:
@@ -118,7 +260,7 @@ def decode_color_mask(data: bytes, source: str) -> np.ndarray:
 
 def read_label(path) -> np.ndarray:
     """Read a class-id mask: a single-channel 8-bit PNG, as ``uint8`` ``(H, W)``."""
-    return _check_label(_decode(path, cv2.IMREAD_UNCHANGED), os.fspath(path))
+    return decode_label(read_bytes(path), os.fspath(path))
 
 
 def decode_label(data: bytes, source: str) -> np.ndarray:
@@ -129,8 +271,8 @@ def decode_label(data: bytes, source: str) -> np.ndarray:
 def _check_label(array, source):
     if array.dtype != np.uint8 or array.ndim != 2:
         raise DataError(
-            f"{source}: a label must be a single-channel 8-bit PNG of class ids, "
-            f"got dtype {array.dtype} with shape {array.shape}. Colour masks "
+            f"{source}: a label must hold uint8 class ids of shape (H, W) (a single-channel 8-bit "
+            f"PNG on disk), got dtype {array.dtype} with shape {array.shape}. Colour masks "
             f"are converted to ids by segzoo.data.read_cvat."
         )
     return array
@@ -158,12 +300,7 @@ def write_image(path, image: np.ndarray) -> None:
 
 def write_label(path, label: np.ndarray) -> None:
     """Write a class-id ``uint8`` ``(H, W)`` mask as a lossless single-channel PNG."""
-    label = np.asarray(label)
-    if label.dtype != np.uint8 or label.ndim != 2:
-        raise DataError(
-            f"{path}: expected a uint8 label of shape (H, W), got dtype "
-            f"{label.dtype} with shape {label.shape}."
-        )
+    label = _check_label(np.asarray(label), os.fspath(path))
     if not os.fspath(path).lower().endswith(".png"):
         raise DataError(f"{path}: labels are stored as PNG; a lossy format would invent class ids.")
     _encode_png(path, label)

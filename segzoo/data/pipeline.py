@@ -4,9 +4,11 @@
 normalise inside themselves); ``label`` is ``int32`` ``(B, H, W)`` class ids,
 ``ignore_index`` where a pixel counts for nothing. The source is either
 
-- a path to an ``rgb/`` + ``gt/`` folder (or a zip of one), read directly, in
-  parallel, with the same reader and the same split as the TFDS builder
-  (:mod:`segzoo.data.splits`), or
+- a path to an ``rgb/`` + ``gt/`` folder, a zip of one, or a folder holding
+  one such zip (see :func:`segzoo.data.sources.open_dataset`), read directly,
+  in parallel, with the same reader and the same split as the TFDS builder
+  (:mod:`segzoo.data.splits`); a CVAT export must be converted first
+  (:func:`segzoo.data.import_cvat`, or :func:`segzoo.data.prepare_source`), or
 - the name of a dataset built by :func:`segzoo.data.build_dataset` (or
   ``tfds build``), found in ``data_dir``.
 
@@ -30,8 +32,8 @@ import os
 import tensorflow as tf
 
 from segzoo.constants import IGNORE_INDEX
-from segzoo.data.folder import open_source
 from segzoo.data.io import DataError
+from segzoo.data.sources import open_dataset
 from segzoo.data.splits import DEFAULT_VAL_RATIO, TRAIN, VALIDATION, split_ids
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -133,7 +135,7 @@ def _tfds_builder(name, data_dir):
 def load_info(source, data_dir=None, val_ratio=DEFAULT_VAL_RATIO, seed=0) -> DataInfo:
     """Class names, colours, ``ignore_index`` and split sizes of a dataset (see :func:`load`)."""
     if _is_path(source):
-        with open_source(source) as reader:
+        with open_dataset(source, cvat=False) as reader:
             split = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root)
             return DataInfo(tuple(reader.class_names), tuple(reader.colors), reader.ignore_index,
                             split.sizes(), split.method, reader.root)
@@ -300,8 +302,9 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
     """A ``tf.data.Dataset`` of ``(image float32 (B, H, W, 3) 0..255, label int32 (B, H, W))``.
 
     Args:
-        source: path of an ``rgb/`` + ``gt/`` folder (or zip), or the name of a
-            dataset built by :func:`segzoo.data.build_dataset` in ``data_dir``.
+        source: path of an ``rgb/`` + ``gt/`` folder, a zip of one or a folder
+            holding one such zip, or the name of a dataset built by
+            :func:`segzoo.data.build_dataset` in ``data_dir``.
         split: ``"train"`` or ``"validation"`` (a TFDS source also takes TFDS
             split syntax such as ``"train[:50%]"``).
         batch_size: images per batch.
@@ -348,7 +351,7 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
     shuffle_later = shuffle and bool(cache)
 
     if _is_path(source):
-        reader = open_source(source)  # a zip stays open while the dataset lives
+        reader = open_dataset(source, cvat=False)  # a zip stays open while the dataset lives
         if split not in (TRAIN, VALIDATION):
             raise ValueError(f"A folder source has the splits '{TRAIN}' and '{VALIDATION}', not {split!r}.")
         ids = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root).ids(split)

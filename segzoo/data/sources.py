@@ -1,4 +1,14 @@
-"""Open a labelled dataset from a path, whatever its format; draw sample images from it."""
+"""Open a labelled dataset from a path, whatever its format; draw sample images from it.
+
+:func:`open_dataset` is the one place that tells the formats apart:
+
+- an ``rgb/`` + ``gt/`` folder (it holds ``classes.json``);
+- a zip archive of one (``classes.json`` at the root or under one top folder);
+- a CVAT "Segmentation mask 1.1" export, as a folder or a zip (it holds
+  ``labelmap.txt``, at the root or under one top folder);
+- a folder holding exactly one zip of either (a TFDS manual directory, such
+  as the original project's folder with ``full_semantic.zip``).
+"""
 
 from __future__ import annotations
 
@@ -8,65 +18,131 @@ import os
 import cv2
 import numpy as np
 
-from segzoo.data.cvat import import_cvat, read_cvat
-from segzoo.data.folder import CLASSES_FILE, SegmentationFolder
-from segzoo.data.io import DataError
+from segzoo.data.cvat import LABELMAP_FILE, CvatDataset, import_cvat
+from segzoo.data.folder import CLASSES_FILE, SegmentationFolder, SegmentationZip
+from segzoo.data.io import DataError, FolderFiles, ZipFiles, find_root
 
 logger = logging.getLogger(__name__)
 
+_RGB_GT, _CVAT = "an rgb/ + gt/ dataset", "a CVAT export"
 
-def open_dataset(path, images=None):
-    """Open an ``rgb/`` + ``gt/`` folder or a CVAT "Segmentation mask 1.1" export.
 
-    Both results follow the dataset protocol of
-    :class:`segzoo.data.folder.SegmentationFolder` (``class_names``, ``colors``,
-    ``ignore_index``, ``ids``, ``load``, ``items``, ``subsets``, ``image_path``).
-
-    Args:
-        path: a folder holding ``classes.json`` (an ``rgb/`` + ``gt/`` folder),
-            or a CVAT export, as a folder or a zip.
-        images: for a CVAT export saved without images, the folder of the
-            original images; refused for an ``rgb/`` + ``gt/`` folder, which
-            holds its own.
-
-    Raises:
-        DataError: a missing path, ``images`` given for an ``rgb/`` + ``gt/``
-            folder, or a path that is neither kind of dataset.
-    """
-    path = os.fspath(path)
+def _find_dataset(path) -> tuple[str, str]:
+    """What ``path`` holds: ``(_RGB_GT or _CVAT, the folder or zip to open)``."""
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or folder.")
+    if not os.path.isdir(path):
+        return _kind_of_zip(path), path
     if os.path.isfile(os.path.join(path, CLASSES_FILE)):
-        if images is not None:
-            raise DataError(f"{path} is an rgb/ + gt/ folder, which holds its own images: "
-                            f"images={os.fspath(images)!r} applies to CVAT exports only. Drop it.")
-        return SegmentationFolder(path)
-    return read_cvat(path, images=images)
+        return _RGB_GT, path
+    if find_root(FolderFiles(path).names(), LABELMAP_FILE) is not None:
+        return _CVAT, path
+    archives = sorted(name for name in os.listdir(path)
+                      if name.lower().endswith(".zip") and os.path.isfile(os.path.join(path, name)))
+    if len(archives) == 1:
+        archive = os.path.join(path, archives[0])
+        return _kind_of_zip(archive), archive
+    found = f"{len(archives)} zip archives ({', '.join(archives)})" if archives else "no zip archive"
+    raise DataError(
+        f"{path}: not a dataset. Expected an rgb/ + gt/ folder with {CLASSES_FILE}, a CVAT export "
+        f"with {LABELMAP_FILE}, or exactly one zip archive of either; found neither file and {found}."
+    )
+
+
+def _kind_of_zip(path) -> str:
+    with ZipFiles(path) as files:
+        names = files.names()
+    for kind, marker in ((_RGB_GT, CLASSES_FILE), (_CVAT, LABELMAP_FILE)):
+        if find_root(names, marker) is not None:
+            return kind
+    raise DataError(
+        f"{path}: neither an rgb/ + gt/ dataset ({CLASSES_FILE}) nor a CVAT export ({LABELMAP_FILE}) "
+        f"at the root of the archive or under a single top folder."
+    )
+
+
+def _refuse_cvat_options(path, images, binary):
+    if images is not None:
+        raise DataError(f"{path} is an rgb/ + gt/ dataset, which holds its own images: "
+                        f"images={os.fspath(images)!r} applies to CVAT exports only. Drop it.")
+    if binary:
+        raise DataError(f"{path} is an rgb/ + gt/ dataset: binary=True (merging every foreground "
+                        f"class into one) applies to CVAT exports only. Drop it.")
+
+
+def open_dataset(path, images=None, binary=False, *, cvat=True):
+    """Open a labelled dataset given in any of the forms of the module docstring.
+
+    The result follows the protocol of
+    :class:`segzoo.data.folder.SegmentationDataset` (``class_names``,
+    ``colors``, ``ignore_index``, ``ids``, ``load``, ``items``, ``subsets``,
+    ``image_path``): a :class:`~segzoo.data.folder.SegmentationFolder`, a
+    :class:`~segzoo.data.folder.SegmentationZip` or a
+    :class:`~segzoo.data.cvat.CvatDataset`. Close it when done (or use
+    ``with``): a zip stays open.
+
+    Args:
+        path: the folder or zip.
+        images: for a CVAT export saved without images, the folder of the
+            original images; refused for an ``rgb/`` + ``gt/`` dataset, which
+            holds its own.
+        binary: for a CVAT export, merge every foreground label into class 1;
+            refused for an ``rgb/`` + ``gt/`` dataset.
+        cvat: accept a CVAT export. Readers that need stored class ids (the
+            TFDS builder, :func:`segzoo.data.load`) pass ``False``, which turns a
+            CVAT export into an error naming the fix.
+
+    Raises:
+        DataError: a missing path, a path that is no dataset (naming what was
+            found), an option that does not apply to the dataset found, or a
+            CVAT export when ``cvat`` is false.
+    """
+    path = os.fspath(path)
+    kind, found = _find_dataset(path)
+    if kind == _CVAT:
+        if not cvat:
+            raise DataError(
+                f"{found} is a CVAT export; this reader needs an rgb/ + gt/ dataset of class ids. "
+                f"Convert it first with segzoo.data.import_cvat (or segzoo.data.prepare_source)."
+            )
+        return CvatDataset(found, images=images, binary=binary)
+    _refuse_cvat_options(path, images, binary)
+    return SegmentationFolder(found) if os.path.isdir(found) else SegmentationZip(found)
 
 
 def prepare_source(data, images=None, binary=False, import_dir=None):
     """Resolve a ``--data`` argument to what :func:`segzoo.data.load` reads.
 
-    An ``rgb/`` + ``gt/`` folder, or a name that is no path (a built TFDS
-    dataset), is returned as it is. A CVAT export (folder or zip) is imported
-    with :func:`segzoo.data.cvat.import_cvat` into ``import_dir`` once; an
+    An ``rgb/`` + ``gt/`` dataset in any form :func:`open_dataset` accepts
+    (folder, zip, folder holding one zip), or a name that is no path (a built
+    TFDS dataset), is returned as it is. A CVAT export (folder or zip, or a
+    folder holding one zip of it) is imported with
+    :func:`segzoo.data.cvat.import_cvat` into ``import_dir`` once; an
     ``import_dir`` that already holds an import of it is reused.
 
     Returns:
-        The folder path or the TFDS name.
+        The path or the TFDS name that :func:`segzoo.data.load` reads.
+
+    Raises:
+        DataError: as :func:`open_dataset` does for a path that is no dataset,
+            or ``images`` / ``binary`` given for an ``rgb/`` + ``gt/`` dataset.
+        ValueError: a CVAT export without ``import_dir``.
     """
     path = os.fspath(data)
     if not os.path.exists(path):
         return path
-    if os.path.isfile(os.path.join(path, CLASSES_FILE)):
+    kind, found = _find_dataset(path)
+    if kind == _RGB_GT:
+        _refuse_cvat_options(path, images, binary)
         return path
     if import_dir is None:
         raise ValueError(f"{path} is a CVAT export: give import_dir, the folder to import it into.")
+    import_dir = os.fspath(import_dir)
     if os.path.isfile(os.path.join(import_dir, CLASSES_FILE)):
         logger.info("Using the CVAT import already in %s", import_dir)
         return import_dir
-    logger.info("Importing the CVAT export %s into %s", path, import_dir)
-    return import_cvat(path, import_dir, images=images, binary=binary)
+    logger.info("Importing the CVAT export %s into %s", found, import_dir)
+    return import_cvat(found, import_dir, images=images, binary=binary)
 
 
 def sample_images(dataset, count, size, seed=0, subset=None):

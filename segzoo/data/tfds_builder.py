@@ -56,8 +56,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from segzoo.data.folder import open_source, source_id
+from segzoo.data.folder import source_id
 from segzoo.data.io import DataError
+from segzoo.data.sources import open_dataset
 from segzoo.data.splits import DEFAULT_VAL_RATIO, split_ids
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class SegmentationFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
         return os.path.abspath(os.fspath(dl_manager.manual_dir))
 
     def _split_generators(self, dl_manager):
-        with open_source(self._source_path(dl_manager)) as reader:
+        with open_dataset(self._source_path(dl_manager), cvat=False) as reader:
             split = split_ids(reader.ids, reader.subsets(), self._val_ratio, self._seed, where=reader.root)
             self.info.metadata.update({
                 "class_names": list(reader.class_names),
@@ -182,7 +183,7 @@ class SegmentationFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
                 for name, ids in (("train", split.train), ("validation", split.validation)) if ids}
 
     def _generate_examples(self, path, ids):
-        with open_source(path) as reader:
+        with open_dataset(path, cvat=False) as reader:
             for item_id in ids:
                 encoded_image, encoded_label = reader.read_encoded(item_id)
                 image, label = reader.decode(item_id, encoded_image, encoded_label)
@@ -200,7 +201,7 @@ class SegmentationFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
         ``val_ratio`` and ``seed`` with what the prepared version recorded.
         """
         recorded = self.info.metadata
-        with open_source(self._source or recorded["source"]) as reader:
+        with open_dataset(self._source or recorded["source"], cvat=False) as reader:
             now = {"source": reader.root, "num_items": len(reader.ids)}
         if recorded.get("split_method") == "ratio":
             now.update(val_ratio=self._val_ratio, seed=self._seed)
