@@ -249,3 +249,15 @@ def test_unknown_sources_and_mismatched_ignore_index_are_refused(make_folder, tm
         load("no_such_dataset", data_dir=tmp_path)
     with pytest.raises(DataError, match="ignore_index=255, not 0"):
         load(make_folder(), ignore_index=0)
+
+
+def test_the_all_split_reads_every_item_of_a_folder_and_a_tfds_build(make_folder, tmp_path):
+    folder = make_folder(num_sources=5, copies=1)
+    assert len(_label_hashes(load(folder, "all", batch_size=2, shuffle=False))) == 10
+    build_dataset(folder, name="every_item", data_dir=tmp_path / "tfds")
+    # validation keeps originals only: the copies of validation sources are in neither split
+    tfds_items = _label_hashes(load("every_item", "all", batch_size=2, data_dir=tmp_path / "tfds", shuffle=False))
+    info = load_info("every_item", data_dir=tmp_path / "tfds")
+    assert len(tfds_items) == info.split_sizes["train"] + info.split_sizes["validation"] < 10
+    with pytest.raises(ValueError, match="'all'"):
+        load(folder, "test")

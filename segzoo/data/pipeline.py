@@ -34,7 +34,7 @@ import tensorflow as tf
 from segzoo.constants import IGNORE_INDEX
 from segzoo.data.io import DataError
 from segzoo.data.sources import open_dataset
-from segzoo.data.splits import DEFAULT_VAL_RATIO, TRAIN, VALIDATION, split_ids
+from segzoo.data.splits import ALL, DEFAULT_VAL_RATIO, TRAIN, VALIDATION, split_ids
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -305,8 +305,9 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
         source: path of an ``rgb/`` + ``gt/`` folder, a zip of one or a folder
             holding one such zip, or the name of a dataset built by
             :func:`segzoo.data.build_dataset` in ``data_dir``.
-        split: ``"train"`` or ``"validation"`` (a TFDS source also takes TFDS
-            split syntax such as ``"train[:50%]"``).
+        split: ``"train"``, ``"validation"`` or ``"all"`` (every item, for a
+            held-out set; a TFDS source also takes TFDS split syntax such as
+            ``"train[:50%]"``).
         batch_size: images per batch.
         image_size: ``(height, width)`` to resize to (image bilinear, label
             nearest), or ``None`` to keep sizes (then all images of a batch must
@@ -352,15 +353,18 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
 
     if _is_path(source):
         reader = open_dataset(source, cvat=False)  # a zip stays open while the dataset lives
-        if split not in (TRAIN, VALIDATION):
-            raise ValueError(f"A folder source has the splits '{TRAIN}' and '{VALIDATION}', not {split!r}.")
-        ids = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root).ids(split)
+        if split not in (TRAIN, VALIDATION, ALL):
+            raise ValueError(f"A folder source has the splits '{TRAIN}', '{VALIDATION}' and '{ALL}', "
+                             f"not {split!r}.")
+        ids = (list(reader.ids) if split == ALL
+               else split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root).ids(split))
         if not ids:
             raise DataError(f"{reader.root}: the {split} split is empty.")
         dataset = _read_folder(reader, ids, shuffle and not shuffle_later, seed)
     else:
         builder = _tfds_builder(source, data_dir)
-        dataset = _read_tfds(builder, split, shuffle, 0 if shuffle_later or not shuffle else shuffle_buffer, seed)
+        tfds_split = f"{TRAIN}+{VALIDATION}" if split == ALL else split
+        dataset = _read_tfds(builder, tfds_split, shuffle, 0 if shuffle_later or not shuffle else shuffle_buffer, seed)
 
     dataset = dataset.map(lambda e: _check(e, num_classes, ignore_index), num_parallel_calls=AUTOTUNE)
     if image_size is not None and augment is None:

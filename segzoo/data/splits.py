@@ -31,6 +31,8 @@ from segzoo.data.io import DataError
 
 TRAIN = "train"
 VALIDATION = "validation"
+#: Every item of a dataset, whatever its split (held-out sets, scoring).
+ALL = "all"
 DEFAULT_VAL_RATIO = 0.1
 
 #: CVAT subset name -> split name.
