@@ -109,6 +109,54 @@ def from_name(name, num_classes=REPORT_CLASSES, input_shape=(None, None, 3), wei
     return model
 
 
+def _ddrnet_builder(variant, head_channels):
+    """The ``build`` function of a DDRNet preset: trunk, DDRNetHead, auxiliary head (training only)."""
+
+    def build(num_classes, input_shape, weights, aux_loss_weight=0.4, **head_overrides):
+        from segzoo.backbones.ddrnet import DDRNET_VARIANTS, DDRNetBackbone
+        from segzoo.heads.ddrnet import DDRNetHead, DDRNetSegmentHead
+        from segzoo.models import SegmentationModel
+
+        head_args = {"dappm_channels": 128, "head_channels": head_channels, **head_overrides}
+        backbone = DDRNetBackbone(**DDRNET_VARIANTS[variant], input_shape=input_shape,
+                                  name=f"{variant}_backbone")
+        head = DDRNetHead(num_classes, **head_args, name="head")
+        aux_head = DDRNetSegmentHead(num_classes, head_args["head_channels"], feature_key="high_stage3",
+                                     name="aux_head")
+        if weights == "imagenet":
+            raise ValueError(
+                f"{variant}: ImageNet weights for DDRNet come from the authors' PyTorch checkpoints "
+                f"(github.com/ydhongHIT/DDRNet, README 'Pretrained models'), which must first be "
+                f"converted to a .weights.h5 file; pass weights=None or that file.")
+        return SegmentationModel(backbone, head, aux_head=aux_head, aux_loss_weight=aux_loss_weight,
+                                 name=variant)
+
+    return build
+
+
+_DDRNET_SOURCE = "Hong et al. 2021 (arXiv 2101.06085), official code github.com/ydhongHIT/DDRNet"
+
+register_preset(Preset(
+    name="ddrnet23_slim", title="DDRNet-23-slim",
+    description="dual-resolution network (high branch 64 channels at stride 8, context branch "
+                "to stride 64 with DAPPM), the fastest DDRNet; training-only auxiliary head.",
+    build=_ddrnet_builder("ddrnet23_slim", head_channels=64),
+    params=5714722, gmacs=5.318, source=_DDRNET_SOURCE))
+
+register_preset(Preset(
+    name="ddrnet23", title="DDRNet-23",
+    description="DDRNet-23-slim with twice the channels (high branch 128); training-only auxiliary head.",
+    build=_ddrnet_builder("ddrnet23", head_channels=128),
+    params=20184130, gmacs=20.969, source=_DDRNET_SOURCE))
+
+register_preset(Preset(
+    name="ddrnet39", title="DDRNet-39",
+    description="deeper DDRNet (blocks 3-4-6-3, stage 3 split with two bilateral fusions), "
+                "the most accurate; training-only auxiliary head.",
+    build=_ddrnet_builder("ddrnet39", head_channels=256),
+    params=32404290, gmacs=41.182, source=_DDRNET_SOURCE))
+
+
 def markdown_table() -> str:
     """The preset table of the README, as markdown."""
     height, width, _ = REPORT_SHAPE
