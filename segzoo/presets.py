@@ -85,8 +85,9 @@ def from_name(name, num_classes=REPORT_CLASSES, input_shape=(None, None, 3), wei
         input_shape: ``(H, W, 3)``; ``None`` for sizes chosen at run time.
             Heights and widths must be multiples of ``model.size_divisor``.
         weights: ``None`` (random initialisation), ``"imagenet"`` (ImageNet-pretrained
-            backbone, downloaded and cached by Keras on first use), or the path of a
-            ``.weights.h5`` file saved from the same preset and ``num_classes``.
+            backbone, downloaded and cached by Keras on first use; DDRNet presets read
+            the authors' checkpoint converted once, see :mod:`segzoo.weights`), or the
+            path of a ``.weights.h5`` file saved from the same preset and ``num_classes``.
         **overrides: constructor arguments of the preset's head (and
             ``aux_loss_weight``), to vary a preset without writing a new one.
 
@@ -123,11 +124,10 @@ def _ddrnet_builder(variant, head_channels):
         head = DDRNetHead(num_classes, **head_args, name="head")
         aux_head = DDRNetSegmentHead(num_classes, head_args["head_channels"], feature_key="high_stage3",
                                      name="aux_head")
-        if weights == "imagenet":
-            raise ValueError(
-                f"{variant}: ImageNet weights for DDRNet come from the authors' PyTorch checkpoints "
-                f"(github.com/ydhongHIT/DDRNet, README 'Pretrained models'), which must first be "
-                f"converted to a .weights.h5 file; pass weights=None or that file.")
+        if weights == "imagenet":  # converted once from the authors' checkpoint, see segzoo.weights
+            from segzoo.weights import load_imagenet_weights
+
+            load_imagenet_weights(backbone, variant)
         return SegmentationModel(backbone, head, aux_head=aux_head, aux_loss_weight=aux_loss_weight,
                                  name=variant)
 
