@@ -85,8 +85,9 @@ def from_name(name, num_classes=REPORT_CLASSES, input_shape=(None, None, 3), wei
         input_shape: ``(H, W, 3)``; ``None`` for sizes chosen at run time.
             Heights and widths must be multiples of ``model.size_divisor``.
         weights: ``None`` (random initialisation), ``"imagenet"`` (ImageNet-pretrained
-            backbone, downloaded and cached by Keras on first use), or the path of a
-            ``.weights.h5`` file saved from the same preset and ``num_classes``.
+            backbone, downloaded and cached by Keras on first use; DDRNet presets read
+            the authors' checkpoint converted once, see :mod:`segzoo.weights`), or the
+            path of a ``.weights.h5`` file saved from the same preset and ``num_classes``.
         **overrides: constructor arguments of the preset's head (and
             ``aux_loss_weight``), to vary a preset without writing a new one.
 
@@ -107,6 +108,53 @@ def from_name(name, num_classes=REPORT_CLASSES, input_shape=(None, None, 3), wei
     if weights_file:
         model.load_weights(weights_file)
     return model
+
+
+def _ddrnet_builder(variant, head_channels):
+    """The ``build`` function of a DDRNet preset: trunk, DDRNetHead, auxiliary head (training only)."""
+
+    def build(num_classes, input_shape, weights, aux_loss_weight=0.4, **head_overrides):
+        from segzoo.backbones.ddrnet import DDRNET_VARIANTS, DDRNetBackbone
+        from segzoo.heads.ddrnet import DDRNetHead, DDRNetSegmentHead
+        from segzoo.models import SegmentationModel
+
+        head_args = {"dappm_channels": 128, "head_channels": head_channels, **head_overrides}
+        backbone = DDRNetBackbone(**DDRNET_VARIANTS[variant], input_shape=input_shape,
+                                  name=f"{variant}_backbone")
+        head = DDRNetHead(num_classes, **head_args, name="head")
+        aux_head = DDRNetSegmentHead(num_classes, head_args["head_channels"], feature_key="high_stage3",
+                                     name="aux_head")
+        if weights == "imagenet":  # converted once from the authors' checkpoint, see segzoo.weights
+            from segzoo.weights import load_imagenet_weights
+
+            load_imagenet_weights(backbone, variant)
+        return SegmentationModel(backbone, head, aux_head=aux_head, aux_loss_weight=aux_loss_weight,
+                                 name=variant)
+
+    return build
+
+
+_DDRNET_SOURCE = "Hong et al. 2021 (arXiv 2101.06085), official code github.com/ydhongHIT/DDRNet"
+
+register_preset(Preset(
+    name="ddrnet23_slim", title="DDRNet-23-slim",
+    description="dual-resolution network (high branch 64 channels at stride 8, context branch "
+                "to stride 64 with DAPPM), the fastest DDRNet; training-only auxiliary head.",
+    build=_ddrnet_builder("ddrnet23_slim", head_channels=64),
+    params=5714722, gmacs=5.318, source=_DDRNET_SOURCE))
+
+register_preset(Preset(
+    name="ddrnet23", title="DDRNet-23",
+    description="DDRNet-23-slim with twice the channels (high branch 128); training-only auxiliary head.",
+    build=_ddrnet_builder("ddrnet23", head_channels=128),
+    params=20184130, gmacs=20.969, source=_DDRNET_SOURCE))
+
+register_preset(Preset(
+    name="ddrnet39", title="DDRNet-39",
+    description="deeper DDRNet (blocks 3-4-6-3, stage 3 split with two bilateral fusions), "
+                "the most accurate; training-only auxiliary head.",
+    build=_ddrnet_builder("ddrnet39", head_channels=256),
+    params=32404290, gmacs=41.182, source=_DDRNET_SOURCE))
 
 
 def markdown_table() -> str:

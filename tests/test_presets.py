@@ -112,5 +112,8 @@ def test_other_backends_match_tensorflow(backend, tmp_path):
     """)
     for name in NAMES:
         actual = np.load(tmp_path / f"{name}.{backend}.npy")
-        np.testing.assert_allclose(actual, expected[name], atol=1e-3, rtol=1e-3, err_msg=name)
+        # Untrained deep nets can give logits in the thousands (DDRNet: ~1e3): float32 rounding
+        # then differs by ~1e-6 of that scale between backends, so the tolerance follows the scale.
+        scale = float(np.abs(expected[name]).max())
+        np.testing.assert_allclose(actual, expected[name], atol=1e-3 + 1e-4 * scale, rtol=1e-3, err_msg=name)
         assert np.isfinite(results[name])
