@@ -77,8 +77,8 @@ class SegmentationModel(keras.Model):
             if isinstance(size, int) and size % divisor:
                 raise ValueError(
                     f"{self.name}: input {name} {size} is not a multiple of {divisor}, which "
-                    f"this backbone needs (its deepest features have stride {divisor}). Resize or "
-                    f"pad to {size + divisor - size % divisor} or {size - size % divisor}."
+                    f"this backbone needs so that its feature maps line up. Resize or pad to "
+                    f"{size + divisor - size % divisor} or {size - size % divisor}."
                 )
 
     def call(self, images, training=None):

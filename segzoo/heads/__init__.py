@@ -1,5 +1,6 @@
 """Heads: layers from a backbone's feature dict to logits at some stride."""
 
+from segzoo.heads.ddrnet import DAPPM, DDRNetHead, DDRNetSegmentHead
 from segzoo.heads.deeplabv3plus import ASPP, DeepLabV3PlusHead
 
-__all__ = ["ASPP", "DeepLabV3PlusHead"]
+__all__ = ["ASPP", "DAPPM", "DDRNetHead", "DDRNetSegmentHead", "DeepLabV3PlusHead"]
