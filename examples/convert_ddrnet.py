@@ -13,9 +13,9 @@ No PyTorch needed. See segzoo.weights for where to download each checkpoint.
 """
 
 import argparse
-import logging
 
 from segzoo import weights
+from segzoo.cli import setup_logging
 
 
 def main(argv=None):
@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--num-classes", type=int, default=None,
                         help="classes of the new model (default: those of the checkpoint)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     if args.imagenet:
         path = weights.install_imagenet_weights(args.checkpoint, args.preset)
     else:

@@ -10,10 +10,10 @@ Example:
 
 import argparse
 import json
-import logging
 import os
 
 from segzoo import data, evaluation, inference, postprocess
+from segzoo.cli import setup_logging
 
 
 def build_parser():
@@ -41,7 +41,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     model = inference.load_model(args.checkpoint)
     source = data.prepare_source(args.data, images=args.images, import_dir=os.path.join(args.output, "dataset"))
     info = data.load_info(source, data_dir=args.data_dir, val_ratio=args.val_ratio, seed=args.seed)

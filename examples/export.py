@@ -16,9 +16,9 @@ TensorRT: from the ONNX file, `trtexec --onnx=holes.onnx --saveEngine=holes.plan
 
 import argparse
 import json
-import logging
 
 from segzoo import data, export, inference
+from segzoo.cli import setup_logging
 
 
 def build_parser():
@@ -43,7 +43,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     model = inference.load_model(args.checkpoint)
     images = None
     if args.data:

@@ -9,9 +9,9 @@ Example:
 """
 
 import argparse
-import logging
 
 from segzoo import inference
+from segzoo.cli import setup_logging
 
 
 def build_parser():
@@ -29,7 +29,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     predictor, colors, names = inference.predictor_from_args(args)
     camera = int(args.camera) if args.camera.isdigit() else args.camera
     result = inference.run_camera(predictor, colors, names, camera=camera, output=args.output,

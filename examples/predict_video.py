@@ -7,9 +7,9 @@ Example:
 """
 
 import argparse
-import logging
 
 from segzoo import inference
+from segzoo.cli import setup_logging
 
 
 def build_parser():
@@ -23,7 +23,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     predictor, colors, names = inference.predictor_from_args(args)
     result = inference.predict_video(predictor, args.video, args.output, colors, names,
                                      show_fps=not args.no_fps)

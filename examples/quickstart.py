@@ -17,10 +17,9 @@ Examples:
 
 import argparse
 import json
-import logging
 import os
 
-from segzoo.cli import add_dataclass_arguments, dataclass_from_args
+from segzoo.cli import add_dataclass_arguments, dataclass_from_args, setup_logging
 from segzoo.quickstart import QuickstartConfig, run_quickstart
 
 
@@ -28,7 +27,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_arguments(parser, QuickstartConfig)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     report = run_quickstart(dataclass_from_args(QuickstartConfig, args))
     out = os.path.abspath(args.out)
     print("\n" + "=" * 60)

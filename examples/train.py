@@ -15,9 +15,8 @@ Examples:
 """
 
 import argparse
-import logging
 
-from segzoo.cli import add_dataclass_arguments, dataclass_from_args
+from segzoo.cli import add_dataclass_arguments, dataclass_from_args, setup_logging
 from segzoo.training import TrainConfig, train
 
 
@@ -32,7 +31,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("--data is required")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     config = dataclass_from_args(TrainConfig, args)
     _, history = train(config)
     best = max(history.get("val_mean_iou", [float("nan")]))

@@ -1,4 +1,4 @@
-"""Command lines from dataclasses: one flag per field, so every option a script has is an argument.
+"""Command lines: one flag per dataclass field, so every option a script has is an argument; logging setup.
 
 A field's ``metadata`` holds its ``help`` text and, optionally, ``choices`` and
 ``metavar``.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import typing
 
 def add_dataclass_arguments(parser, cls, group_title=None, skip=()):
@@ -43,3 +44,9 @@ def dataclass_from_args(cls, args, **values):
     fields = {name: tuple(v) if isinstance(v, list) else v for name, v in fields.items()}
     fields.update(values)
     return cls(**fields)
+
+
+def setup_logging(verbose=False):
+    """Log segzoo's progress lines (INFO) plainly, and only warnings from other libraries."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("segzoo").setLevel(logging.DEBUG if verbose else logging.INFO)
