@@ -272,5 +272,6 @@ def train(config: TrainConfig):
     ]
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                         initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
-                        callbacks=callbacks, verbose=config.verbose)
+                        callbacks=callbacks, verbose=config.verbose,
+                        shuffle=False)  # the tf.data pipeline shuffles
     return model, history.history
