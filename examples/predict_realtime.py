@@ -1,7 +1,7 @@
 """Segment a webcam stream live: a window with the overlay, legend and FPS (q or Esc quits).
 
 Without a display (a server, a container), or with --no-show, the overlay is
-written to --output instead (default camera_<time>.mp4).
+written to --output instead (default camera_<time>.webm).
 
 Example:
 

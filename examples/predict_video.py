@@ -16,7 +16,9 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
     parser.add_argument("--video", required=True, help="input video file")
-    parser.add_argument("--output", required=True, help="output video file (.mp4 or .avi)")
+    parser.add_argument("--output", required=True,
+                        help="output video: .webm (VP8, plays in browsers and players), .mp4 (H.264 where "
+                             "OpenCV has it, else MPEG-4 Part 2) or .avi (MJPEG)")
     inference.add_predictor_arguments(parser)
     return parser
 

@@ -6,7 +6,7 @@ holes and cracks on textured surfaces, then: imports it, augments it offline
 evaluates it on unseen images, predicts on a video and exports to LiteRT with
 a check of the exported file. Everything lands in --out:
 
-    metrics.json, training_curves.png, predictions.png, prediction.mp4, model.tflite, checkpoints/
+    metrics.json, training_curves.png, predictions.png, prediction.webm, model.tflite, checkpoints/
 
 Examples:
 
@@ -37,7 +37,7 @@ def main(argv=None):
           f"{report['latency']['median_ms']:.1f} ms median latency (batch 1, Keras on this machine)")
     print(f"LiteRT export agrees with Keras on {report['export']['class_agreement']:.2%} of pixels")
     print(f"done in {report['seconds'] / 60:.1f} min; everything is in {out}:")
-    for name in ("metrics.json", "training_curves.png", "predictions.png", "prediction.mp4", "model.tflite",
+    for name in ("metrics.json", "training_curves.png", "predictions.png", "prediction.webm", "model.tflite",
                  "checkpoints/best.keras"):
         if os.path.exists(os.path.join(out, name)):
             print(f"  {os.path.join(out, name)}")

@@ -28,8 +28,10 @@ from segzoo.evaluation import compiled_forward
 
 logger = logging.getLogger(__name__)
 
-#: Codecs tried for an ``.mp4`` output, most widely playable first.
-MP4_CODECS = ("avc1", "H264", "mp4v")
+#: Codecs tried per output extension, most widely playable first. pip's OpenCV
+#: has no H.264 encoder, so ``.mp4`` falls back to MPEG-4 Part 2 (desktop players,
+#: not browsers); ``.webm`` (VP8) plays in browsers and desktop players alike.
+VIDEO_CODECS = {".mp4": ("avc1", "H264", "mp4v"), ".webm": ("VP80",), ".avi": ("MJPG",)}
 
 
 def load_model(path):
@@ -142,16 +144,20 @@ def draw_overlay(frame, classes, colors, class_names, fps=None, alpha=0.5):
 
 
 def open_video_writer(path, fps, frame_size):
-    """A ``cv2.VideoWriter`` for ``path`` (RGB frames of ``(width, height)``), with the most
-    widely playable codec this OpenCV build can write (H.264, else MPEG-4 Part 2)."""
+    """A ``cv2.VideoWriter`` for ``path`` (frames of ``(width, height)``), with the most widely
+    playable codec of :data:`VIDEO_CODECS` for its extension that this OpenCV build can write."""
     path = os.fspath(path)
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in VIDEO_CODECS:
+        raise ValueError(f"{path}: choose a video file ending in {', '.join(VIDEO_CODECS)}.")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    codecs = ("MJPG",) if path.lower().endswith(".avi") else MP4_CODECS
+    codecs = VIDEO_CODECS[extension]
     for codec in codecs:
         writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), float(fps), tuple(frame_size))
         if writer.isOpened():
             if codec == "mp4v":
-                logger.info("%s: written as MPEG-4 Part 2 ('mp4v'); this OpenCV build has no H.264 encoder.", path)
+                logger.info("%s: written as MPEG-4 Part 2 ('mp4v'), as this OpenCV build has no H.264 encoder; "
+                            "choose a .webm name for a video that browsers play too.", path)
             return writer
         writer.release()
     raise RuntimeError(f"{path}: OpenCV cannot write a video with any of the codecs {codecs}.")
@@ -223,11 +229,11 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
 
     Shows a window when a display is available (``q`` or Esc quits); without
     one, or with ``show=False``, writes the overlays to ``output`` instead of
-    failing (default ``camera_<time>.mp4``); so does a window that OpenCV
+    failing (default ``camera_<time>.webm``); so does a window that OpenCV
     cannot open (a headless build). Returns a dict with ``frames`` and
     ``output`` (None when only shown).
     """
-    default_output = f"camera_{time.strftime('%Y%m%d_%H%M%S')}.mp4"
+    default_output = f"camera_{time.strftime('%Y%m%d_%H%M%S')}.webm"
     show = has_display() if show is None else show
     if not show and output is None:
         output = default_output

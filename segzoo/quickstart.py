@@ -11,7 +11,7 @@ Report folder::
     metrics.json          held-out mean IoU, per-class IoU, latency, parameters, GFLOPs, export check
     training_curves.png   loss and mean IoU per epoch
     predictions.png       image | truth | prediction | confidence, one row per held-out image
-    prediction.mp4        the overlay video
+    prediction.webm       the overlay video (VP8: plays in browsers and players)
     model.tflite          the LiteRT export (checked against the Keras model)
     checkpoints/          best.keras, last.keras, logs
     data/                 the sample export, its import, the augmented folder, the TFDS build
@@ -182,7 +182,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     # 6. the video
     if video:
         predictor = inference.FramePredictor(model, input_size=config.image_size, smoothing=0.3)
-        result = inference.predict_video(predictor, video, os.path.join(out, "prediction.mp4"),
+        result = inference.predict_video(predictor, video, os.path.join(out, "prediction.webm"),
                                          model.class_colors, model.class_names)
         report["video"] = result
         logger.info("6/7 predicted %d video frames", result["frames"])

@@ -290,3 +290,28 @@ def test_zip_dataset_pickles_and_loads_after_unpickling(tmp_path, items, export,
     image, label = copy.load("img_1")
     np.testing.assert_array_equal(image, items["img_1"][0])
     np.testing.assert_array_equal(label, items["img_1"][1])
+
+
+def test_an_export_goes_through_augmentation_tfds_and_the_pipeline_with_every_label_id(tmp_path, items, export,
+                                                                                      zip_folder):
+    """CVAT's exporter -> import -> offline augmentation -> TFDS build -> tf.data: ids recovered exactly."""
+    from segzoo.data import AugmentConfig, augment_dataset, build_dataset, load
+
+    augmented = augment_dataset(read_cvat(zip_folder(export, tmp_path / "export.zip")), tmp_path / "augmented",
+                                AugmentConfig(copies=2, seed=1), workers=1)
+    build_dataset(augmented, name="cvat_chain", data_dir=tmp_path / "tfds", val_ratio=0.25, seed=0)
+    expected = {hashlib.sha256(image.tobytes()).hexdigest(): (np.zeros(SIZE, np.uint8) if label is None else label)
+                for image, label in items.values()}
+    originals, copies = 0, 0
+    for split in ("train", "validation"):
+        for image, label in load("cvat_chain", split, batch_size=1, shuffle=False, data_dir=tmp_path / "tfds"):
+            image = image.numpy()[0].astype(np.uint8)
+            label = label.numpy()[0]
+            key = hashlib.sha256(image.tobytes()).hexdigest()
+            if key in expected:
+                np.testing.assert_array_equal(label, expected[key])
+                originals += 1
+            else:
+                assert set(np.unique(label)) <= {0, 1, 2, 3, 255}
+                copies += 1
+    assert originals == len(items) and copies > 0

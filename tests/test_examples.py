@@ -85,7 +85,7 @@ def test_export_int8_litert_and_onnx_with_checks(trained, tmp_path):
 def test_quickstart_fast_writes_everything_it_promises(tmp_path, capsys):
     out = tmp_path / "quickstart"
     example("quickstart")(["--fast", "--out", str(out)])
-    for name in ("metrics.json", "training_curves.png", "predictions.png", "prediction.mp4", "model.tflite",
+    for name in ("metrics.json", "training_curves.png", "predictions.png", "prediction.webm", "model.tflite",
                  "checkpoints/best.keras"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())

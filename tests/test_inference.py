@@ -109,3 +109,16 @@ def test_camera_without_display_writes_a_file(model, tmp_path, monkeypatch):
 def test_camera_that_cannot_open_says_which(model):
     with pytest.raises(RuntimeError, match="camera 'no-such-stream.avi'"):
         run_camera(FramePredictor(model), COLORS, NAMES, camera="no-such-stream.avi", show=False, output="x.mp4")
+
+
+def test_video_writer_picks_a_codec_per_extension(tmp_path):
+    from segzoo.inference import open_video_writer
+
+    for name in ("a.webm", "b.mp4", "c.avi"):
+        writer = open_video_writer(tmp_path / name, 5, (32, 24))
+        for _ in range(3):
+            writer.write(np.zeros((24, 32, 3), np.uint8))
+        writer.release()
+        assert cv2.VideoCapture(str(tmp_path / name)).get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    with pytest.raises(ValueError, match=".webm"):
+        open_video_writer(tmp_path / "d.gif", 5, (32, 24))
