@@ -78,8 +78,12 @@ def test_mobilenetv3_options_keep_the_strides(variant, alpha, minimalistic):
 
 
 def first_convolution_input(backbone, layer_name, value):
-    """What the first convolution sees for a constant image of ``value``."""
-    probe = keras.Model(backbone.input, backbone.get_layer(layer_name).input)
+    """What the first convolution sees for a constant image of ``value``: the input of ``layer_name``,
+    or the output of the backbone's own ``imagenet_normalization`` layer when it has one."""
+    names = [layer.name for layer in backbone.layers]
+    tensor = (backbone.get_layer("imagenet_normalization").output if "imagenet_normalization" in names
+              else backbone.get_layer(layer_name).input)
+    probe = keras.Model(backbone.input, tensor)
     image = np.full((1, 64, 64, 3), value, "float32")
     return keras.ops.convert_to_numpy(probe(image))[0, 0, 0]
 
@@ -88,9 +92,9 @@ IMAGENET = (np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD))
 
 
 @pytest.mark.parametrize("family, variant, first_layer, expected_black, expected_white", [
-    # V1: Rescaling(1/255) + Normalization set to ImageNet's statistics.
+    # V1: segzoo's ImageNormalization with ImageNet's statistics, in place of keras.applications' layers.
     ("efficientnet", "b0", "stem_conv_pad", -IMAGENET[0] / IMAGENET[1], (1 - IMAGENET[0]) / IMAGENET[1]),
-    # V2-B*: include_preprocessing's ImageNet normalisation.
+    # V2-B*: the same ImageNet normalisation.
     ("efficientnet", "v2b0", "stem_conv", -IMAGENET[0] / IMAGENET[1], (1 - IMAGENET[0]) / IMAGENET[1]),
     # V2-S/M: include_preprocessing's x / 128 - 1.
     ("efficientnet", "v2s", "stem_conv", [-1.0] * 3, [255 / 128 - 1] * 3),
@@ -127,8 +131,9 @@ def test_weights_path_loads_an_efficientnet_v1_notop_file_and_keeps_imagenet_nor
     path = str(tmp_path / "notop.h5")
     reference = save_notop_h5(keras.applications.EfficientNetB0, path)  # normalisation 0 / 1 in the file
     backbone = EfficientNetBackbone("b0", input_shape=(64, 64, 3), weights=path)
+    trunk = backbone.get_layer("efficientnetb0_backbone_trunk")
     for name in ("stem_conv", "block4a_se_reduce", "block7a_project_conv"):
-        for actual, expected in zip(backbone.get_layer(name).get_weights(),
+        for actual, expected in zip(trunk.get_layer(name).get_weights(),
                                     reference.get_layer(name).get_weights()):
             np.testing.assert_array_equal(actual, expected)
     np.testing.assert_allclose(first_convolution_input(backbone, "stem_conv_pad", 0.0),
@@ -232,3 +237,20 @@ def test_efficientnet_keras_file_roundtrip(tmp_path):
     expected, actual = to_numpy(backbone(x)), to_numpy(loaded(x))
     for level in STRIDES:
         np.testing.assert_allclose(actual[level], expected[level], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["b0", "v2b0"])
+def test_normalised_efficientnets_export_to_onnx_with_one_input(variant, tmp_path):
+    """keras.layers.Normalization's statistics become unfed ONNX inputs; segzoo's normalisation does not."""
+    import onnxruntime
+
+    inputs = keras.Input((64, 64, 3))
+    model = keras.Model(inputs, build("efficientnet", variant)(inputs)["P5"])
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(image))
+    model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    assert len(session.get_inputs()) == 1
+    actual = session.run(None, {session.get_inputs()[0].name: image})[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-3)

@@ -4,14 +4,13 @@ import dataclasses
 from typing import Callable
 
 import keras
-import numpy as np
 # The URLs and md5 hashes of keras.applications' weight files (no public name).
 from keras.src.applications import efficientnet as _keras_efficientnet
 from keras.src.applications import efficientnet_v2 as _keras_efficientnet_v2
 
 from segzoo.backbones.applications import WeightsFile, resolve_weights, tap_features
 from segzoo.backbones.base import Backbone, check_weights_argument
-from segzoo.layers.normalization import IMAGENET_MEAN, IMAGENET_STD
+from segzoo.layers.normalization import IMAGENET_MEAN, IMAGENET_STD, ImageNormalization
 
 PYRAMID_STRIDES = {"P1": 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}
 
@@ -85,22 +84,22 @@ EFFICIENTNET_VARIANTS = {
 }
 
 
-def _set_imagenet_normalization(model):
-    """Give EfficientNet V1's input ``Normalization`` ImageNet's mean and variance.
+def _renormalized(model, features, name):
+    """``(inputs, features)`` of ``model`` with its ``Normalization`` preprocessing replaced.
 
-    ``keras.applications`` always puts ``Rescaling(1/255)`` and an adaptable
-    ``Normalization`` (mean 0, variance 1 until weights are loaded) in front of
-    V1; its ImageNet files store the standard deviation as the variance, which
-    it corrects with an extra layer for ``weights="imagenet"`` only. Setting the
-    statistics here makes every V1 backbone compute ``(x / 255 - mean) / std``,
-    with or without pretrained weights.
+    ``keras.applications`` puts ``Rescaling(1/255)`` and a ``Normalization``
+    layer in front of EfficientNet V1 and V2-B0..B3. Two faults follow: V1's
+    statistics are those of its weights file (and a correction layer is added
+    for ``weights="imagenet"`` only), and a ``Normalization`` layer's statistics
+    become inputs of the graph that the ONNX exporter leaves unfed. The model is
+    therefore cut before its first convolution and fed by
+    :class:`segzoo.layers.ImageNormalization` with ImageNet's mean and std,
+    ``(x / 255 - mean) / std``, which every variant's weights expect.
     """
-    (normalization,) = [layer for layer in model.layers
-                        if isinstance(layer, keras.layers.Normalization)]
-    mean, variance, count = normalization.get_weights()
-    normalization.set_weights([np.asarray(IMAGENET_MEAN, mean.dtype),
-                               np.square(IMAGENET_STD).astype(variance.dtype), count])
-    normalization.finalize_state()
+    first = "stem_conv_pad" if any(layer.name == "stem_conv_pad" for layer in model.layers) else "stem_conv"
+    trunk = keras.Model(model.get_layer(first).input, features, name=f"{name}_trunk")
+    inputs = keras.Input(model.input_shape[1:], name="images")
+    return inputs, trunk(ImageNormalization(IMAGENET_MEAN, IMAGENET_STD, name="imagenet_normalization")(inputs))
 
 
 @keras.saving.register_keras_serializable(package="segzoo")
@@ -115,10 +114,9 @@ class EfficientNetBackbone(Backbone):
     Input: float RGB ``(B, H, W, 3)`` with values 0..255, H and W multiples of
     32. The backbone normalises inside itself as its ImageNet weights expect:
 
-    - V1 (``b0``-``b3``): ``Rescaling(1/255)`` then ``Normalization`` set to
-      ImageNet's mean and std: ``(x / 255 - mean) / std``.
-    - V2 ``v2b0``-``v2b3``: ``include_preprocessing=True``, the same
-      ``(x / 255 - mean) / std``.
+    - V1 (``b0``-``b3``) and V2 ``v2b0``-``v2b3``: ImageNet's mean and std,
+      ``(x / 255 - mean) / std``, by :class:`segzoo.layers.ImageNormalization`
+      in place of ``keras.applications``' own layers (see :func:`_renormalized`).
     - V2 ``v2s``, ``v2m``: ``include_preprocessing=True``, ``x / 128 - 1``
       (-1 to 0.99), as their ImageNet weights were trained.
 
@@ -146,11 +144,11 @@ class EfficientNetBackbone(Backbone):
         model = spec.builder(
             include_top=False, input_shape=tuple(input_shape),
             weights=resolve_weights(weights, spec.weights_file(), name), **options)
-        if spec.version == 1:
-            _set_imagenet_normalization(model)
-        taps = {level: layer for level, (layer, _) in spec.taps.items()}
-        super().__init__(model.input, tap_features(model, taps), PYRAMID_STRIDES, name=name,
-                         **kwargs)
+        taps = tap_features(model, {level: layer for level, (layer, _) in spec.taps.items()})
+        inputs = model.input
+        if any(isinstance(layer, keras.layers.Normalization) for layer in model.layers):
+            inputs, taps = _renormalized(model, taps, name)
+        super().__init__(inputs, taps, PYRAMID_STRIDES, name=name, **kwargs)
         self.variant = variant
         self.image_shape = tuple(input_shape)
 
