@@ -227,7 +227,7 @@ def train(config: TrainConfig):
     train_ds = data.load(source, "train", shuffle=True, repeat=config.steps_per_epoch is not None,
                          augment=data.OnlineAugment(scale_range=tuple(config.scale_range))
                          if config.augment else None, drop_remainder=True, **data_options)
-    val_ds = data.load(source, "validation", shuffle=False, **data_options)
+    val_ds = data.load(source, "validation", shuffle=False, pad_last_batch=True, **data_options)
     logger.info("%s: %d classes %s, %d training and %d validation images, global batch %d on %d device(s)",
                 source, info.num_classes, info.class_names, info.split_sizes.get("train", -1),
                 info.split_sizes.get("validation", -1), global_batch, replicas)

@@ -261,3 +261,11 @@ def test_the_all_split_reads_every_item_of_a_folder_and_a_tfds_build(make_folder
     assert len(tfds_items) == info.split_sizes["train"] + info.split_sizes["validation"] < 10
     with pytest.raises(ValueError, match="'all'"):
         load(folder, "test")
+
+
+def test_the_last_batch_can_be_padded_with_ignored_items(make_folder):
+    folder = make_folder(num_sources=5, copies=0)
+    batches = _batches(load(folder, "all", batch_size=3, shuffle=False, pad_last_batch=True))
+    assert [labels.shape[0] for _, labels in batches] == [3, 3]
+    images, labels = batches[-1]
+    assert (labels[2] == 255).all() and (images[2] == 0).all() and (labels[:2] != 255).any()

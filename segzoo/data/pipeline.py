@@ -296,9 +296,18 @@ def _to_model_types(element):
     return tf.cast(element["image"], tf.float32), tf.cast(element["label"], tf.int32)
 
 
+def _pad_batch(images, labels, batch_size, ignore_index):
+    """Pad a batch to ``batch_size`` items: black images, labels all ``ignore_index``."""
+    missing = batch_size - tf.shape(images)[0]
+    images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]])
+    labels = tf.pad(labels, [[0, missing], [0, 0], [0, 0]], constant_values=ignore_index)
+    return images, labels
+
+
 def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuffle=None, shuffle_buffer=1024,
          cache=False, deterministic=False, seed=0, num_classes=None, ignore_index=IGNORE_INDEX, data_dir=None,
-         drop_remainder=False, repeat=False, val_ratio=DEFAULT_VAL_RATIO) -> tf.data.Dataset:
+         drop_remainder=False, repeat=False, val_ratio=DEFAULT_VAL_RATIO,
+         pad_last_batch=False) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(image float32 (B, H, W, 3) 0..255, label int32 (B, H, W))``.
 
     Args:
@@ -328,6 +337,10 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
             the dataset's.
         data_dir: TFDS data directory of a TFDS source.
         drop_remainder: drop the last, smaller batch.
+        pad_last_batch: fill the last, smaller batch up to ``batch_size`` with
+            black images whose labels are all ``ignore_index``: they count for
+            nothing in losses and metrics, and every batch splits evenly across
+            devices (a mirrored evaluation fails on a device left with none).
         repeat: repeat forever (shuffled anew each epoch).
         val_ratio: validation fraction of the folder split (see :mod:`segzoo.data.splits`).
 
@@ -383,6 +396,8 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
         dataset = _check_same_size(dataset)
     dataset = dataset.map(_to_model_types, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if pad_last_batch and not drop_remainder:
+        dataset = dataset.map(lambda images, labels: _pad_batch(images, labels, batch_size, ignore_index))
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.prefetch(AUTOTUNE).with_options(options)
