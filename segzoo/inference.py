@@ -25,6 +25,7 @@ from segzoo import postprocess
 from segzoo.constants import BACKGROUND_ID
 from segzoo.data.overlay import overlay_label, voc_palette
 from segzoo.evaluation import compiled_forward
+from segzoo.models import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +33,6 @@ logger = logging.getLogger(__name__)
 #: has no H.264 encoder, so ``.mp4`` falls back to MPEG-4 Part 2 (desktop players,
 #: not browsers); ``.webm`` (VP8) plays in browsers and desktop players alike.
 VIDEO_CODECS = {".mp4": ("avc1", "H264", "mp4v"), ".webm": ("VP80",), ".avi": ("MJPG",)}
-
-
-def load_model(path):
-    """Load a ``.keras`` model in safe mode (no code from the file runs)."""
-    path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise ValueError(f"{path}: expected a .keras checkpoint (as segzoo training writes).")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint.")
-    return keras.saving.load_model(path, safe_mode=True)
 
 
 def keep_largest_regions(classes, count=1):

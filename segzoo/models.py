@@ -1,4 +1,7 @@
-"""The segmentation model: backbone + head (+ training-only auxiliary head) + resize."""
+"""The segmentation model: backbone + head (+ training-only auxiliary head) + resize; loading it."""
+
+import importlib
+import os
 
 import keras
 
@@ -134,3 +137,24 @@ class SegmentationModel(keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+#: Modules whose registered classes a segzoo ``.keras`` file may name.
+_SERIALIZABLE_MODULES = ("backbones", "heads", "layers", "losses", "metrics", "schedules")
+
+
+def load_model(path):
+    """Load a segzoo ``.keras`` file in safe mode (no code from the file runs).
+
+    Imports every segzoo module whose classes the file may name first, so the
+    file loads in a fresh process; the optimiser state and compile settings
+    come back too.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a .keras file (as segzoo training writes).")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file.")
+    for module in _SERIALIZABLE_MODULES:
+        importlib.import_module(f"segzoo.{module}")
+    return keras.saving.load_model(path, safe_mode=True)

@@ -26,6 +26,7 @@ import keras
 from segzoo import losses, postprocess, presets
 from segzoo.constants import IGNORE_INDEX
 from segzoo.metrics import MeanIoU
+from segzoo.models import load_model
 from segzoo.schedules import SCHEDULES, WarmupDecay
 
 logger = logging.getLogger(__name__)
@@ -236,8 +237,7 @@ def train(config: TrainConfig):
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         if state is not None:
-            model = keras.saving.load_model(os.path.join(config.checkpoint_dir, LAST_CHECKPOINT),
-                                            safe_mode=True)
+            model = load_model(os.path.join(config.checkpoint_dir, LAST_CHECKPOINT))
             initial_epoch = state["epochs_done"]
             logger.info("Resuming after epoch %d (optimizer step %d)", initial_epoch,
                         int(model.optimizer.iterations))

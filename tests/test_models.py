@@ -6,7 +6,7 @@ import pytest
 
 from harness import (TinyBackbone, TinyHead, assert_config_roundtrip, assert_keras_file_roundtrip,
                      assert_trains_one_step, random_images, random_labels)
-from segzoo.models import SegmentationModel
+from segzoo.models import SegmentationModel, load_model
 
 
 def tiny_model(num_classes=3, aux=True, aux_loss_weight=0.4, input_shape=(None, None, 3)):
@@ -72,3 +72,23 @@ def test_config_and_keras_file_roundtrip(tmp_path):
     loaded = assert_keras_file_roundtrip(model, random_images(2, 32, 32), tmp_path)
     assert loaded.aux_loss_weight == model.aux_loss_weight
     assert isinstance(loaded.aux_head, TinyHead)
+
+
+def test_load_model_works_in_a_fresh_process(tmp_path):
+    """A .keras file of a preset loads where only segzoo.models was imported (no other segzoo module)."""
+    from harness import run_in_backend
+    from segzoo import presets
+
+    path = tmp_path / "model.keras"
+    model = presets.from_name("deeplabv3plus_mobilenetv3small", num_classes=2)
+    model.compile(optimizer="adam", loss=__import__("segzoo.losses", fromlist=["x"]).CrossEntropy())
+    model.save(path)
+    result = run_in_backend("tensorflow", f"""
+        import json
+        from segzoo.models import load_model
+        model = load_model({str(path)!r})
+        print(json.dumps({{"name": type(model).__name__, "loss": type(model.loss).__name__}}))
+    """)
+    assert result == {"name": "SegmentationModel", "loss": "CrossEntropy"}
+    with pytest.raises(ValueError, match=".keras"):
+        load_model(tmp_path / "model.h5")
