@@ -11,7 +11,8 @@ Examples:
         --quantize int8 --data export.zip --output holes_int8.tflite
     python examples/export.py --checkpoint runs/holes/best.keras --format onnx --output holes.onnx
 
-TensorRT: from the ONNX file, `trtexec --onnx=holes.onnx --saveEngine=holes.plan --fp16`.
+TensorRT: from the ONNX file (any input size), for one size:
+    trtexec --onnx=holes.onnx --shapes=images:1x480x640x3 --saveEngine=holes.plan --fp16
 """
 
 import argparse

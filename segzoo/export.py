@@ -3,7 +3,12 @@
 Formats: TensorFlow SavedModel (``"saved_model"``), LiteRT (``"litert"``:
 float32, float16 weights, or int8 with a representative set) and ONNX
 (``"onnx"``). The exported graph takes what the Keras model takes (float32 RGB
-0..255, NHWC, at a fixed height and width) and normalises inside itself; with
+0..255, NHWC) and normalises inside itself. LiteRT graphs have a fixed size
+(batch 1, ``input_size``), which is what XNNPACK runs fastest. SavedModel and
+ONNX graphs take any batch, height and width (multiples of the model's size
+divisor): tf2onnx turns a fixed-size resize into a scale factor (5 / 3 for a
+3 -> 5 upsampling) from which ONNX Runtime computes a size one pixel short,
+while a resize to a size read from the input's shape converts exactly. With
 ``output="classes"`` it ends in the argmax (or sigmoid threshold) and returns
 int32 class ids, with ``"probabilities"`` the softmax.
 
@@ -12,9 +17,9 @@ runtime (``tf.saved_model``, the LiteRT interpreter, ONNX Runtime), compares
 with the Keras model and raises :class:`ExportMismatchError` when they
 disagree: a wrong export (keras-hub issue 2495) never passes unnoticed.
 
-TensorRT: build an engine from the ONNX file (``trtexec --onnx=model.onnx
---saveEngine=model.plan --fp16``) or run it through ONNX Runtime's TensorRT
-execution provider; see the README.
+TensorRT: build an engine for one size from the ONNX file (``trtexec
+--onnx=model.onnx --shapes=images:1x480x640x3 --saveEngine=model.plan --fp16``)
+or run it through ONNX Runtime's TensorRT execution provider; see the README.
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ def inference_model(model, input_size, output="logits", batch_size=None):
 
     Args:
         model: the segmentation model.
-        input_size: ``(H, W)``, multiples of ``model.size_divisor``.
+        input_size: ``(H, W)``, multiples of ``model.size_divisor``, or ``(None, None)``
+            for a graph of any size.
         output: ``"logits"``, ``"probabilities"`` or ``"classes"``.
         batch_size: fixed batch size, or None for any.
     """
@@ -187,7 +193,8 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
         path: output file (``.tflite``, ``.onnx``) or folder (SavedModel).
         format: ``"saved_model"``, ``"litert"`` or ``"onnx"``.
         quantize: ``"none"``, or LiteRT ``"float16"`` / ``"int8"``.
-        input_size: ``(H, W)`` of the exported graph.
+        input_size: ``(H, W)`` of a LiteRT graph, and of the images the check
+            runs on for every format.
         output: ``"logits"``, ``"probabilities"`` or ``"classes"`` (argmax inside).
         representative_images: RGB images ``(H, W, 3)`` at ``input_size`` for int8
             calibration (draw them from the training data).
@@ -225,7 +232,10 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
                         if representative_images is not None and len(representative_images)
                         else np.random.default_rng(0).uniform(0, 255, (2, *input_size, 3)).astype(np.float32))
     check_images = np.asarray(check_images, np.float32)
-    graph = inference_model(model, input_size, output, batch_size=1 if format == "litert" else None)
+    if format == "litert":
+        graph = inference_model(model, input_size, output, batch_size=1)
+    else:  # any size: see the module docstring
+        graph = inference_model(model, (None, None), output)
     # Run the graph first: the ONNX exporter requires a model that has been called.
     expected = np.concatenate([keras.ops.convert_to_numpy(graph(image[None])) for image in check_images])
     if format == "litert":

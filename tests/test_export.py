@@ -73,3 +73,18 @@ def test_every_preset_exports_to_litert_and_onnx_faithfully(name, tmp_path):
         report = export.export_model(model, tmp_path / f"{name}{suffix}", fmt, input_size=(64, 96),
                                      check_images=images)
         assert report.class_agreement >= 0.999 and report.max_relative_error <= 1e-3, report.summary()
+
+
+@pytest.mark.slow
+def test_onnx_export_of_ddrnet_is_exact_at_sizes_with_uneven_resizes(tmp_path):
+    """DAPPM resizes 2x3 maps to 4x5 at 240x320: a fixed-size ONNX graph computed 4x4 (tf2onnx scale factors)."""
+    import onnxruntime
+
+    model = presets.from_name("ddrnet23_slim", num_classes=2)
+    report = export.export_model(model, tmp_path / "ddrnet.onnx", "onnx", input_size=(240, 320))
+    assert report.max_relative_error < 1e-4
+    session = onnxruntime.InferenceSession(report.path)
+    assert session.get_inputs()[0].shape[1:3] != [240, 320]  # any size
+    images = random_images(1, 480, 640)
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: images})[0],
+                               model.predict(images, verbose=0), atol=1e-4, rtol=1e-4)
