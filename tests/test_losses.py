@@ -1,20 +1,17 @@
 """Tests for segzoo.losses: each loss against a plain-numpy reference written here."""
 
 import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
+from harness import run_in_backend
 from segzoo import losses
 from segzoo.losses.cross_entropy import hard_pixels
 
 IGNORE = 255
 NUM_CLASSES = 4
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---------------------------------------------------------------- numpy references
@@ -416,7 +413,7 @@ model = keras.Model(inputs, keras.layers.Conv2D(4, 1)(inputs))
 model.compile(optimizer="sgd", loss=losses.CrossEntropy(ohem_threshold=0.7, ohem_min_kept=50))
 images = np.linspace(0, 1, 2 * 16 * 16 * 3, dtype="float32").reshape(2, 16, 16, 3)
 out["fit"] = float(model.fit(images, data["labels"], batch_size=2, verbose=0).history["loss"][0])
-print("RESULT " + json.dumps(out))
+print(json.dumps(out))
 """
 
 
@@ -429,14 +426,9 @@ def test_other_backends_give_the_tensorflow_values(backend, tmp_path):
     _, binary_logits = make_batch(seed=11, channels=1)
     np.savez(tmp_path / "batch.npz", labels=labels, logits=logits, binary_logits=binary_logits)
     configs = {case_id: keras.saving.serialize_keras_object(make_loss()) for case_id, make_loss, _, _ in CASES}
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="")
-    completed = subprocess.run(
-        [sys.executable, "-c", _BACKEND_SCRIPT, str(tmp_path / "batch.npz"), json.dumps(configs)],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result_line = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")][-1]
-    values = json.loads(result_line[len("RESULT "):])
+    script = _BACKEND_SCRIPT.replace("sys.argv[1]", repr(str(tmp_path / "batch.npz"))).replace(
+        "sys.argv[2]", repr(json.dumps(configs)))
+    values = run_in_backend(backend, script)
     for case_id, make_loss, _, binary in CASES:
         expected = loss_value(make_loss(), labels, binary_logits if binary else logits)
         assert values[case_id] == pytest.approx(expected, rel=1e-5), case_id
@@ -465,19 +457,14 @@ def train(strategy):
 
 single = train(tf.distribute.get_strategy())
 mirrored = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-print("RESULT " + json.dumps({"single": single, "mirrored": mirrored}))
+print(json.dumps({"single": single, "mirrored": mirrored}))
 """
 
 
 @pytest.mark.slow
 def test_mirrored_strategy_trains_like_a_single_device():
     """Two replicas of half a batch each give the single-device loss and update."""
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="")
-    completed = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], env=env, cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result_line = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")][-1]
-    values = json.loads(result_line[len("RESULT "):])
+    values = run_in_backend("tensorflow", _MIRRORED_SCRIPT)
     (single_loss, single_kernel), (mirrored_loss, mirrored_kernel) = values["single"], values["mirrored"]
     assert mirrored_loss == pytest.approx(single_loss, rel=1e-5)
     np.testing.assert_allclose(mirrored_kernel, single_kernel, rtol=1e-5)

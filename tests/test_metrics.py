@@ -1,21 +1,18 @@
 """Tests for segzoo.metrics: against a confusion matrix counted pixel by pixel here."""
 
 import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
+from harness import run_in_backend
 from segzoo.losses import BinaryCrossEntropy, CrossEntropy
 from segzoo.metrics import BoundaryIoU, MeanIoU, confusion_matrix, iou_from_confusion
 from segzoo.postprocess import classes as class_ids_from_logits
 
 IGNORE = 255
 NUM_CLASSES = 4
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def reference_confusion(truth, predicted, num_classes):
@@ -314,8 +311,8 @@ model.set_weights([data["kernel"], data["bias"]])
 model.compile(loss=CrossEntropy(), metrics=[MeanIoU(4), BoundaryIoU(4)])  # jit-compiled evaluation
 evaluated = model.evaluate(data["images"], data["labels"].reshape(-1, 12, 12), batch_size=2, verbose=0,
                            return_dict=True)
-print("RESULT " + json.dumps({"cm": metric.confusion_matrix().tolist(), "result": float(metric.result()),
-                              "boundary": boundary.per_class_iou().tolist(), "evaluate": evaluated}))
+print(json.dumps({"cm": metric.confusion_matrix().tolist(), "result": float(metric.result()),
+                  "boundary": boundary.per_class_iou().tolist(), "evaluate": evaluated}))
 """
 
 
@@ -332,14 +329,7 @@ def test_other_backends_give_the_tensorflow_values(backend, tmp_path):
     kernel = rng.standard_normal((1, 1, 3, NUM_CLASSES)).astype(np.float32)
     bias = np.zeros(NUM_CLASSES, np.float32)
     np.savez(tmp_path / "batch.npz", labels=labels, logits=logits, images=images, kernel=kernel, bias=bias)
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="")
-    completed = subprocess.run(
-        [sys.executable, "-c", _BACKEND_SCRIPT, str(tmp_path / "batch.npz")],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result_line = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")][-1]
-    values = json.loads(result_line[len("RESULT "):])
+    values = run_in_backend(backend, _BACKEND_SCRIPT.replace("sys.argv[1]", repr(str(tmp_path / "batch.npz"))))
 
     metric = MeanIoU(NUM_CLASSES)
     for batch_labels, batch_logits in batches:
@@ -383,18 +373,13 @@ for name, strategy in [("single", tf.distribute.get_strategy()),
         model.compile(loss=CrossEntropy(), metrics=[metric])
     result = model.evaluate(images, labels, batch_size=4, verbose=0, return_dict=True)["mean_iou"]
     out[name] = {"result": result, "cm": metric.confusion_matrix().tolist()}
-print("RESULT " + json.dumps(out))
+print(json.dumps(out))
 """
 
 
 @pytest.mark.slow
 def test_mirrored_strategy_sums_the_replicas_counts():
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="")
-    completed = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], env=env, cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result_line = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")][-1]
-    values = json.loads(result_line[len("RESULT "):])
+    values = run_in_backend("tensorflow", _MIRRORED_SCRIPT)
     assert np.sum(values["mirrored"]["cm"]) == 6 * 8 * 8
     assert values["mirrored"]["cm"] == values["single"]["cm"]
     assert values["mirrored"]["result"] == pytest.approx(values["single"]["result"], rel=1e-6)
