@@ -10,6 +10,17 @@ Checkpoints (``checkpoint_dir``): ``best.keras`` (best validation mean IoU),
 logs in ``logs/``. ``resume=True`` reloads ``last.keras`` and continues at the
 next epoch: weights, optimiser moments, step counter and so the learning-rate
 schedule all continue where the interrupted run stopped.
+
+Devices: one (default); every GPU of one machine with TensorFlow's
+``MirroredStrategy`` (``multi_gpu``); or, on the JAX backend, every device of
+one or several machines with ``keras.distribution`` (``distributed``, see
+:mod:`segzoo.distributed`). ``batch_size`` is always per device: the global
+batch is ``batch_size x devices``. With ``distributed``, ``learning_rate`` is
+the rate for one device and is multiplied by the number of devices (the
+linear scaling rule; ``scale_learning_rate=False`` keeps it as given); each
+process reads its own shard of the data, and only process 0 writes
+checkpoints and logs and prints progress, into a ``checkpoint_dir`` that every
+process can read (``resume`` loads ``last.keras`` in all of them).
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import os
 
 import keras
 
-from segzoo import losses, postprocess, presets
+from segzoo import distributed, losses, postprocess, presets
 from segzoo.constants import IGNORE_INDEX
 from segzoo.metrics import MeanIoU
 from segzoo.models import load_model
@@ -84,6 +95,19 @@ class TrainConfig:
     resume: bool = _field(False, "continue the run saved in checkpoint_dir")
     multi_gpu: bool = _field(False, "train on every visible GPU with MirroredStrategy (TensorFlow)")
     gpu: int = _field(None, "train on this GPU only")
+    distributed: bool = _field(False, "data parallel on every device of every process with JAX keras.distribution "
+                                      "(needs KERAS_BACKEND=jax); one machine or a cluster")
+    coordinator_address: str = _field(None, "--distributed, several processes: host:port of process 0; unset: "
+                                            "$SEGZOO_COORDINATOR_ADDRESS, or SLURM's first node")
+    coordinator_port: int = _field(None, "--distributed: port of a coordinator host given without one, e.g. SLURM's "
+                                         "first node; unset: $SEGZOO_COORDINATOR_PORT, else 61440 + SLURM_JOB_ID "
+                                         "mod 4096")
+    num_processes: int = _field(None, "--distributed: processes in the run, one per machine; unset: "
+                                      "$SEGZOO_NUM_PROCESSES or SLURM_NTASKS, else 1")
+    process_id: int = _field(None, "--distributed: this process's index, 0 to num_processes - 1; unset: "
+                                   "$SEGZOO_PROCESS_ID, SLURM_PROCID or JOB_COMPLETION_INDEX")
+    scale_learning_rate: bool = _field(True, "--distributed: learning_rate is for one device; multiply it by the "
+                                             "number of devices (linear scaling rule)")
     seed: int = _field(0, "random seed")
     deterministic: bool = _field(False, "deterministic input pipeline (slower)")
     verbose: int = _field(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
@@ -162,6 +186,14 @@ def make_strategy(multi_gpu=False, gpu=None):
     return tf.distribute.MirroredStrategy(devices)
 
 
+class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` of the best epoch that also saves from one process of a distributed run."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        with distributed.without_distribution():
+            super().on_epoch_end(epoch, logs)
+
+
 class _RunState(keras.callbacks.Callback):
     """After every epoch, saves ``last.keras`` and ``state.json`` (epochs done, best score)."""
 
@@ -171,7 +203,8 @@ class _RunState(keras.callbacks.Callback):
         self.best_checkpoint = best_checkpoint
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.save(os.path.join(self.directory, LAST_CHECKPOINT))
+        with distributed.without_distribution():
+            self.model.save(os.path.join(self.directory, LAST_CHECKPOINT))
         best = self.best_checkpoint.best
         state = {"epochs_done": epoch + 1, "best": None if math.isinf(best) else float(best),
                  "monitor": MONITOR}
@@ -196,6 +229,16 @@ def _check_new_run(directory):
                               f"resume=True (--resume) to continue it, or choose another checkpoint_dir.")
 
 
+def _start_distributed(config):
+    """Resolve the cluster settings and put ``DataParallel`` in force (``config.distributed``)."""
+    if config.multi_gpu or config.gpu is not None:
+        raise ValueError("distributed (JAX) and multi_gpu / gpu (TensorFlow) exclude each other: distributed "
+                         "already uses every visible device (choose them with CUDA_VISIBLE_DEVICES).")
+    cluster = distributed.resolve_cluster(config.coordinator_address, config.num_processes, config.process_id,
+                                          config.coordinator_port)
+    return distributed.start(cluster)
+
+
 def train(config: TrainConfig):
     """Train a model as ``config`` says; returns ``(model, history)``.
 
@@ -204,11 +247,20 @@ def train(config: TrainConfig):
     """
     from segzoo import data
 
+    cluster_options = ("coordinator_address", "coordinator_port", "num_processes", "process_id")
+    if not config.distributed and any(getattr(config, name) is not None for name in cluster_options):
+        raise ValueError(f"{', '.join(cluster_options)} apply to distributed training: add distributed=True "
+                         f"(--distributed) or drop them.")
+    run = _start_distributed(config) if config.distributed else None  # before anything touches JAX
+    chief = run is None or run.is_chief
     keras.utils.set_random_seed(config.seed)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
-    strategy = make_strategy(config.multi_gpu, config.gpu)
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if run is None:
+        strategy = make_strategy(config.multi_gpu, config.gpu)
+        replicas = local_replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    else:
+        strategy, replicas, local_replicas = None, run.num_devices, run.num_local_devices
     global_batch = config.batch_size * replicas
 
     os.makedirs(config.checkpoint_dir, exist_ok=True)
@@ -217,21 +269,33 @@ def train(config: TrainConfig):
         _check_new_run(config.checkpoint_dir)
     if config.data is None:
         raise ValueError("No data: give an rgb/ + gt/ folder, a CVAT export or a TFDS dataset name.")
-    source = data.prepare_source(config.data, images=config.images, binary=config.binary,
-                                 import_dir=os.path.join(config.checkpoint_dir, "dataset"))
+
+    def prepare_data():  # a CVAT export is imported into checkpoint_dir once, by process 0
+        return data.prepare_source(config.data, images=config.images, binary=config.binary,
+                                   import_dir=os.path.join(config.checkpoint_dir, "dataset"))
+
+    source = run.chief_first(prepare_data) if run is not None else prepare_data()
     info = data.load_info(source, data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed)
     binary = config.loss in BINARY_LOSSES
-    data_options = dict(batch_size=global_batch, image_size=tuple(config.image_size),
+    data_options = dict(batch_size=config.batch_size * local_replicas, image_size=tuple(config.image_size),
                         num_classes=info.num_classes, data_dir=config.data_dir,
                         val_ratio=config.val_ratio, seed=config.seed, cache=config.cache,
-                        deterministic=config.deterministic)
-    train_ds = data.load(source, "train", shuffle=True, repeat=config.steps_per_epoch is not None,
+                        deterministic=config.deterministic, **(run.data_shard() if run is not None else {}))
+    # Data parallel on JAX: every process must run the same number of steps, so training
+    # repeats its data and validation is filled up to full batches in every process.
+    repeat = run is not None or config.steps_per_epoch is not None
+    train_ds = data.load(source, "train", shuffle=True, repeat=repeat,
                          augment=data.OnlineAugment(scale_range=tuple(config.scale_range))
                          if config.augment else None, drop_remainder=True, **data_options)
-    val_ds = data.load(source, "validation", shuffle=False, pad_last_batch=True, **data_options)
-    logger.info("%s: %d classes %s, %d training and %d validation images, global batch %d on %d device(s)",
-                source, info.num_classes, info.class_names, info.split_sizes.get("train", -1),
-                info.split_sizes.get("validation", -1), global_batch, replicas)
+    val_ds = data.load(source, "validation", shuffle=False, pad_remainder=True, **data_options)
+    learning_rate = config.learning_rate
+    if run is not None and config.scale_learning_rate:
+        learning_rate *= run.num_devices
+    if chief:
+        logger.info("%s: %d classes %s, %d training and %d validation images, global batch %d on %d device(s), "
+                    "peak learning rate %g", source, info.num_classes, info.class_names,
+                    info.split_sizes.get("train", -1), info.split_sizes.get("validation", -1), global_batch,
+                    replicas, learning_rate)
 
     steps_per_epoch = config.steps_per_epoch or max(info.split_sizes["train"] // global_batch, 1)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -239,15 +303,16 @@ def train(config: TrainConfig):
         if state is not None:
             model = load_model(os.path.join(config.checkpoint_dir, LAST_CHECKPOINT))
             initial_epoch = state["epochs_done"]
-            logger.info("Resuming after epoch %d (optimizer step %d)", initial_epoch,
-                        int(model.optimizer.iterations))
+            if chief:
+                logger.info("Resuming after epoch %d (optimizer step %d)", initial_epoch,
+                            int(model.optimizer.iterations))
         else:
             weights = None if str(config.weights).lower() == "none" else config.weights
             model = presets.from_name(config.preset, num_classes=1 if binary else info.num_classes,
                                       weights=weights, aux_loss_weight=config.aux_loss_weight)
             names = postprocess.output_class_names(model.num_classes, info.class_names)
             model.set_classes(names, info.colors[:len(names)])
-            schedule = WarmupDecay(config.learning_rate, total_steps=config.epochs * steps_per_epoch,
+            schedule = WarmupDecay(learning_rate, total_steps=config.epochs * steps_per_epoch,
                                    warmup_steps=int(config.warmup_epochs * steps_per_epoch),
                                    kind=config.schedule, power=config.poly_power,
                                    end_ratio=config.end_learning_rate_ratio)
@@ -260,18 +325,25 @@ def train(config: TrainConfig):
             )
             initial_epoch = 0
 
-    best = keras.callbacks.ModelCheckpoint(os.path.join(config.checkpoint_dir, BEST_CHECKPOINT),
-                                           monitor=MONITOR, mode="max", save_best_only=True)
+    callbacks = _chief_callbacks(config.checkpoint_dir, state) if chief else []
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=steps_per_epoch if run is not None else config.steps_per_epoch,
+                        callbacks=callbacks, verbose=config.verbose if chief else 0,
+                        shuffle=False)  # the tf.data pipeline shuffles
+    if run is not None:  # every process returns once process 0 has written the last checkpoint
+        run.barrier("segzoo: training done")
+    return model, history.history
+
+
+def _chief_callbacks(directory, state):
+    """Checkpoints (best, last, state), CSV and TensorBoard logs into ``directory``; ``state`` of a resumed run."""
+    best = _BestCheckpoint(os.path.join(directory, BEST_CHECKPOINT), monitor=MONITOR, mode="max",
+                           save_best_only=True)
     if state is not None and state.get("best") is not None:
         best.best = state["best"]
-    callbacks = [
+    return [
         best,
-        _RunState(config.checkpoint_dir, best),
-        keras.callbacks.CSVLogger(os.path.join(config.checkpoint_dir, "log.csv"), append=state is not None),
-        keras.callbacks.TensorBoard(os.path.join(config.checkpoint_dir, "logs")),
+        _RunState(directory, best),
+        keras.callbacks.CSVLogger(os.path.join(directory, "log.csv"), append=state is not None),
+        keras.callbacks.TensorBoard(os.path.join(directory, "logs")),
     ]
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                        initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
-                        callbacks=callbacks, verbose=config.verbose,
-                        shuffle=False)  # the tf.data pipeline shuffles
-    return model, history.history

@@ -182,6 +182,21 @@ def test_each_epoch_draws_fresh_augmentation_also_from_a_cache(make_folder):
     assert all(b.shape == (4, 32, 48, 3) for b in batches) and not np.array_equal(batches[0], batches[1])
 
 
+def test_a_repeated_stream_is_the_same_in_every_iterator(make_folder):
+    """Keras's fit() reads a batch from an iterator that it drops: the next one must not depend on it."""
+    folder = make_folder(num_sources=5, copies=0)
+    dataset = load(folder, batch_size=2, image_size=(32, 48), augment=OnlineAugment(), repeat=True,
+                   drop_remainder=True, deterministic=True, val_ratio=0.2)
+    expected = _batches(dataset.take(5))  # 4 items: two and a half epochs
+    dropped = iter(dataset)
+    for _ in range(3):
+        next(dropped)
+    for (images, labels), (expected_images, expected_labels) in zip(_batches(dataset.take(5)), expected, strict=True):
+        np.testing.assert_array_equal(images, expected_images)
+        np.testing.assert_array_equal(labels, expected_labels)
+    assert not np.array_equal(expected[0][0], expected[2][0])  # epoch 2: another order and other draws
+
+
 def test_augment_needs_train_split_and_image_size(make_folder):
     folder = make_folder(num_sources=4, copies=0)
     with pytest.raises(ValueError, match="image_size"):
@@ -265,7 +280,50 @@ def test_the_all_split_reads_every_item_of_a_folder_and_a_tfds_build(make_folder
 
 def test_the_last_batch_can_be_padded_with_ignored_items(make_folder):
     folder = make_folder(num_sources=5, copies=0)
-    batches = _batches(load(folder, "all", batch_size=3, shuffle=False, pad_last_batch=True))
+    batches = _batches(load(folder, "all", batch_size=3, image_size=(64, 96), shuffle=False, pad_remainder=True))
     assert [labels.shape[0] for _, labels in batches] == [3, 3]
     images, labels = batches[-1]
     assert (labels[2] == 255).all() and (images[2] == 0).all() and (labels[:2] != 255).any()
+
+
+def test_shards_together_give_the_unsharded_batches_item_for_item(make_folder):
+    folder = make_folder(num_sources=10, copies=0, size=(64, 64))  # 8 training items: whole global batches
+    options = dict(image_size=(48, 48), augment=OnlineAugment(), deterministic=True, seed=5, val_ratio=0.2,
+                   repeat=True, drop_remainder=True)
+    whole = [batch for batch in _batches(load(folder, batch_size=4, **options).take(3))]  # the 3rd: epoch 2
+    shards = [_batches(load(folder, batch_size=2, num_shards=2, shard_index=i, **options).take(3)) for i in (0, 1)]
+    for k, (images, labels) in enumerate(whole):
+        np.testing.assert_array_equal(np.concatenate([shards[0][k][0], shards[1][k][0]]), images)
+        np.testing.assert_array_equal(np.concatenate([shards[0][k][1], shards[1][k][1]]), labels)
+
+
+@pytest.mark.parametrize("source", ["folder", "tfds"])
+def test_pad_remainder_gives_every_shard_the_same_full_batches(make_folder, tmp_path, source):
+    folder = make_folder(num_sources=9, copies=0, size=(32, 32))
+    if source == "tfds":
+        build_dataset(folder, name="shards", data_dir=tmp_path / "tfds", val_ratio=0.2)
+    items = load_info(folder, val_ratio=0.2).split_sizes["train"]
+    assert items % 6  # 3 shards x 2 images: the last batches need filling up
+    options = dict(batch_size=2, image_size=(32, 32), shuffle=False, val_ratio=0.2, pad_remainder=True,
+                   data_dir=tmp_path / "tfds")
+    shards = [_batches(load(folder if source == "folder" else "shards", num_shards=3, shard_index=i, **options))
+              for i in range(3)]
+    full_batches = -(-items // 6)
+    assert [len(batches) for batches in shards] == [full_batches] * 3
+    assert all(len(images) == 2 for batches in shards for images, _ in batches)
+    images = np.concatenate([batch[0] for batches in shards for batch in batches])
+    labels = np.concatenate([batch[1] for batches in shards for batch in batches])
+    filler = np.all(labels == 255, axis=(1, 2))
+    assert filler.sum() == 6 * full_batches - items and np.all(images[filler] == 0)
+    real = [hashlib.sha256(label.tobytes()).hexdigest() for label in labels[~filler]]
+    assert sorted(real) == _label_hashes(load(folder, batch_size=1, shuffle=False, val_ratio=0.2))
+
+
+def test_shard_and_pad_options_are_checked(make_folder):
+    folder = make_folder(num_sources=4, copies=0)
+    with pytest.raises(ValueError, match="shard_index"):
+        load(folder, num_shards=2, shard_index=2)
+    with pytest.raises(ValueError, match="pad_remainder"):
+        load(folder, pad_remainder=True)
+    with pytest.raises(ValueError, match="pad_remainder"):
+        load(folder, image_size=(32, 32), pad_remainder=True, repeat=True)

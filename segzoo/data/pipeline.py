@@ -14,8 +14,31 @@ normalise inside themselves); ``label`` is ``int32`` ``(B, H, W)`` class ids,
 
 Order of operations::
 
-    read + decode -> check (size, label values) -> resize (no augmentation) -> cache
-    -> shuffle -> repeat -> [random scale, crop/pad, flip, colour jitter] -> batch -> prefetch
+    list -> shuffle [-> repeat] -> [shard] -> read + decode -> check (size, label values)
+    -> resize (no augmentation) -> cache -> shuffle -> repeat -> [random scale, crop/pad, flip, colour jitter]
+    -> [pad] -> batch -> prefetch
+
+With ``repeat``, the random draws of a folder source without ``cache`` (the
+order of each epoch, every augmentation) are functions of ``seed`` and of the
+item's position in the endless stream, so that every iterator of the dataset
+yields the same stream. (Keras's ``fit`` reads a first batch from an iterator
+that it then drops, to build the model; draws from a random generator shared
+by all iterators would depend on how far that one had read ahead, and differ
+from run to run and from process to process.) Without ``repeat``, each
+iteration reshuffles and draws anew.
+
+Multi-process training gives each process its own shard (``num_shards``,
+``shard_index``). A folder source deals out the shuffled list (seeded, so the
+same list in every process) in blocks of ``batch_size`` items, block ``k`` to
+shard ``k mod num_shards``, before decoding, and the augmentation draws
+likewise. So the shards' ``k``-th batches, one after the other, are the
+``k``-th batch of one process reading everything with ``batch_size x
+num_shards``, item for item and draw for draw (exactly, when nothing is
+cached and the split's size is a multiple of ``batch_size x num_shards``;
+with ``cache`` each shard keeps its items and shuffles them; a TFDS source
+reads an even part of the split, ``tfds.even_splits``). ``pad_remainder``
+fills each shard up to the same number of full batches with ignored items,
+so that no process runs one step more than another.
 
 Errors name the file (folder) or the dataset, split and id (TFDS): a corrupt
 image, an image whose size differs from its label, a label value that is
@@ -27,6 +50,7 @@ different sizes batched without ``image_size``. They surface as
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import tensorflow as tf
@@ -147,8 +171,32 @@ def load_info(source, data_dir=None, val_ratio=DEFAULT_VAL_RATIO, seed=0) -> Dat
                     meta["split_method"], os.fspath(builder.data_path))
 
 
-def _read_folder(reader, ids, shuffle, seed):
+def _shard_blocks(dataset, num_shards, shard_index, block_size):
+    """Blocks ``shard_index``, ``shard_index + num_shards``, ... of ``block_size`` consecutive elements."""
+    if num_shards == 1:
+        return dataset
+    return (dataset.enumerate()
+            .filter(lambda index, _: (index // block_size) % num_shards == shard_index)
+            .map(lambda _, element: element))
+
+
+def _epoch_orders(count, seed, shuffle):
+    """Positions ``0..count - 1``, epoch after epoch without end; epoch ``e`` in the order drawn from ``(seed, e)``."""
+    def epoch(index):
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64), index]))
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    return tf.data.Dataset.counter().flat_map(epoch)
+
+
+def _read_folder(reader, ids, shuffle, seed, repeat=False, shard=(1, 0, 1)):
     """Elements ``{"image", "label", "image_file", "label_file"}`` of ``ids``, decoded in parallel.
+
+    ``repeat``: epoch after epoch, each in its own seeded order (see the
+    module docstring). ``shard``: ``(num_shards, shard_index, block_size)``;
+    only that shard's blocks of the stream are decoded.
 
     Decoding goes through segzoo's reader (OpenCV) inside ``tf.py_function``
     rather than ``tf.io.decode_image``: it applies EXIF orientation as CVAT
@@ -165,15 +213,21 @@ def _read_folder(reader, ids, shuffle, seed):
         label.set_shape([None, None])
         return {"image": image, "label": label, "image_file": image_file, "label_file": label_file}
 
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (ids, [reader.image_path(i) for i in ids], [reader.label_path(i) for i in ids]))
-    if shuffle:  # shuffling names before decoding costs no memory and mixes the whole split
-        dataset = dataset.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+    files = (tf.constant(ids), tf.constant([reader.image_path(i) for i in ids]),
+             tf.constant([reader.label_path(i) for i in ids]))
+    # shuffling names before decoding costs no memory and mixes the whole split
+    if repeat:
+        dataset = _epoch_orders(len(ids), seed, shuffle).map(lambda i: tuple(tf.gather(f, i) for f in files))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        if shuffle:
+            dataset = dataset.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+    dataset = _shard_blocks(dataset, *shard)
     return dataset.map(read_element, num_parallel_calls=AUTOTUNE)
 
 
-def _read_tfds(builder, split, shuffle, shuffle_buffer, seed):
-    """Elements as in :func:`_read_folder` from a built TFDS dataset; files are named by id."""
+def _read_tfds(builder, split, shuffle, shuffle_buffer, seed, split_name):
+    """Elements as in :func:`_read_folder` from a built TFDS dataset; files are named by split and id."""
     import tensorflow_datasets as tfds
 
     dataset = builder.as_dataset(
@@ -183,7 +237,7 @@ def _read_tfds(builder, split, shuffle, shuffle_buffer, seed):
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
     def decode(example):
-        name = tf.strings.join([f"{builder.name}:{split} id ", example["id"]])
+        name = tf.strings.join([f"{builder.name}:{split_name} id ", example["id"]])
         image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
         label = tf.io.decode_png(example["label"], channels=1)[..., 0]
         return {"image": image, "label": label, "image_file": name, "label_file": name}
@@ -296,18 +350,24 @@ def _to_model_types(element):
     return tf.cast(element["image"], tf.float32), tf.cast(element["label"], tf.int32)
 
 
-def _pad_batch(images, labels, batch_size, ignore_index):
-    """Pad a batch to ``batch_size`` items: black images, labels all ``ignore_index``."""
-    missing = batch_size - tf.shape(images)[0]
-    images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]])
-    labels = tf.pad(labels, [[0, missing], [0, 0], [0, 0]], constant_values=ignore_index)
-    return images, labels
+def _pad_to_full_batches(dataset, count, total, batch_size, num_shards, image_size, ignore_index):
+    """Append ignored items to a shard of ``count`` items so that it makes ``ceil(total / (num_shards x
+    batch_size))`` full batches, ``total`` being the items of all shards.
+
+    A filler item is a black image whose label is ``ignore_index`` everywhere:
+    it counts for nothing in segzoo's losses and metrics.
+    """
+    missing = math.ceil(total / (num_shards * batch_size)) * batch_size - count
+    if missing <= 0:
+        return dataset
+    filler = (tf.zeros((*image_size, 3), tf.float32), tf.fill(image_size, tf.constant(ignore_index, tf.int32)))
+    return dataset.concatenate(tf.data.Dataset.from_tensors(filler).repeat(missing))
 
 
 def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuffle=None, shuffle_buffer=1024,
          cache=False, deterministic=False, seed=0, num_classes=None, ignore_index=IGNORE_INDEX, data_dir=None,
-         drop_remainder=False, repeat=False, val_ratio=DEFAULT_VAL_RATIO,
-         pad_last_batch=False) -> tf.data.Dataset:
+         drop_remainder=False, repeat=False, val_ratio=DEFAULT_VAL_RATIO, num_shards=1, shard_index=0,
+         pad_remainder=False) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(image float32 (B, H, W, 3) 0..255, label int32 (B, H, W))``.
 
     Args:
@@ -337,12 +397,17 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
             the dataset's.
         data_dir: TFDS data directory of a TFDS source.
         drop_remainder: drop the last, smaller batch.
-        pad_last_batch: fill the last, smaller batch up to ``batch_size`` with
-            black images whose labels are all ``ignore_index``: they count for
-            nothing in losses and metrics, and every batch splits evenly across
-            devices (a mirrored evaluation fails on a device left with none).
         repeat: repeat forever (shuffled anew each epoch).
         val_ratio: validation fraction of the folder split (see :mod:`segzoo.data.splits`).
+        num_shards: read only one of this many disjoint parts of the split
+            (one per process of a multi-process run; see the module docstring).
+        shard_index: which part, in ``[0, num_shards)``.
+        pad_remainder: fill up with ignored items (black images, labels all
+            ``ignore_index``) to ``ceil(items / (num_shards x batch_size))`` full
+            batches in every shard (needs ``image_size``; not with ``repeat``):
+            every batch then splits evenly across devices and processes (a
+            mirrored evaluation fails on a device left without data), and the
+            fillers count for nothing in segzoo's losses and metrics.
 
     Raises:
         DataError: for a missing source, an empty split or an ``ignore_index``
@@ -357,6 +422,10 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
             raise ValueError(f"image_size must be (height, width) with positive sizes, got {image_size}.")
     if augment is not None and (split != TRAIN or image_size is None):
         raise ValueError("augment applies to split='train' and crops to image_size: pass both.")
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, num_shards={num_shards}), got {shard_index}.")
+    if pad_remainder and (image_size is None or repeat):
+        raise ValueError("pad_remainder makes full batches of a finite dataset: pass image_size, not repeat.")
     shuffle = split == TRAIN if shuffle is None else shuffle
     info = load_info(source, data_dir=data_dir, val_ratio=val_ratio, seed=seed)
     if ignore_index != info.ignore_index:
@@ -373,11 +442,23 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
                else split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root).ids(split))
         if not ids:
             raise DataError(f"{reader.root}: the {split} split is empty.")
-        dataset = _read_folder(reader, ids, shuffle and not shuffle_later, seed)
+        repeat_files = repeat and not cache
+        dataset = _read_folder(reader, ids, shuffle and not shuffle_later, seed, repeat=repeat_files,
+                               shard=(num_shards, shard_index, batch_size))
+        total = len(ids)
+        count = sum(1 for i in range(total) if (i // batch_size) % num_shards == shard_index)
     else:
         builder = _tfds_builder(source, data_dir)
         tfds_split = f"{TRAIN}+{VALIDATION}" if split == ALL else split
-        dataset = _read_tfds(builder, tfds_split, shuffle, 0 if shuffle_later or not shuffle else shuffle_buffer, seed)
+        part = tfds_split
+        if num_shards > 1:
+            import tensorflow_datasets as tfds
+
+            part = tfds.even_splits(tfds_split, num_shards)[shard_index]
+        total, count = builder.info.splits[tfds_split].num_examples, builder.info.splits[part].num_examples
+        dataset = _read_tfds(builder, part, shuffle, 0 if shuffle_later or not shuffle else shuffle_buffer, seed,
+                             split_name=tfds_split)
+        repeat_files = False
 
     dataset = dataset.map(lambda e: _check(e, num_classes, ignore_index), num_parallel_calls=AUTOTUNE)
     if image_size is not None and augment is None:
@@ -386,18 +467,24 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
         dataset = dataset.cache("" if cache is True else os.fspath(cache))
     if shuffle_later:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+    if repeat and not repeat_files:
         dataset = dataset.repeat()
     if augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        if repeat:  # the n-th item of the stream gets the n-th draw, in every iterator
+            first = tf.constant([seed, 0], tf.int64)
+            seeds = tf.data.Dataset.counter().map(lambda n: tf.random.experimental.stateless_fold_in(first, n))
+        else:  # each iteration (epoch) draws anew
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        # each item gets the draws it would get in an unsharded run (exact for folder sources)
+        seeds = _shard_blocks(seeds, num_shards, shard_index, batch_size)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda e, s: _augment(e, s, image_size, augment, ignore_index), num_parallel_calls=AUTOTUNE)
     elif image_size is None and batch_size > 1:
         dataset = _check_same_size(dataset)
     dataset = dataset.map(_to_model_types, num_parallel_calls=AUTOTUNE)
+    if pad_remainder:
+        dataset = _pad_to_full_batches(dataset, count, total, batch_size, num_shards, image_size, ignore_index)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if pad_last_batch and not drop_remainder:
-        dataset = dataset.map(lambda images, labels: _pad_batch(images, labels, batch_size, ignore_index))
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.prefetch(AUTOTUNE).with_options(options)
