@@ -20,6 +20,7 @@ import pytest
 
 from harness import REPO_ROOT
 from segzoo.distributed import DEFAULT_COORDINATOR_PORT, ClusterSettings, first_slurm_host, resolve_cluster
+from segzoo.models import load_model
 from segzoo.training import TrainConfig, train
 
 PRESET = "deeplabv3plus_mobilenetv3small"
@@ -198,7 +199,7 @@ def test_two_processes_train_like_one_and_resume_together(make_folder, tmp_path)
     assert "global batch 4 on 2 device(s), peak learning rate 0.02" in err0 and "global batch" not in err1
     progress = re.compile(r"^\d+/\d+ ", re.MULTILINE)  # Keras's "2/2 - 30s - loss: ..." lines
     assert progress.search(out0) and not progress.search(out1)
-    saved = keras.saving.load_model(run / "last.keras", safe_mode=True)
+    saved = load_model(run / "last.keras")
     for key, value in zip(weights[0], saved.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(value), weights[0][key])
 
