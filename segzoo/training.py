@@ -15,9 +15,9 @@ Devices: one (default); every GPU of one machine with TensorFlow's
 ``MirroredStrategy`` (``multi_gpu``); or, on the JAX backend, every device of
 one or several machines with ``keras.distribution`` (``distributed``, see
 :mod:`segzoo.distributed`). ``batch_size`` is always per device: the global
-batch is ``batch_size x devices``. With ``distributed``, ``learning_rate`` is
-the rate for one device and is multiplied by the number of devices (the
-linear scaling rule; ``scale_learning_rate=False`` keeps it as given); each
+batch is ``batch_size x devices``, and ``learning_rate`` is the rate for one
+device's batch, multiplied by the number of devices (the linear scaling rule;
+``scale_learning_rate=False`` keeps it as given). With ``distributed``, each
 process reads its own shard of the data, and only process 0 writes
 checkpoints and logs and prints progress, into a ``checkpoint_dir`` that every
 process can read (``resume`` loads ``last.keras`` in all of them).
@@ -106,8 +106,8 @@ class TrainConfig:
                                       "$SEGZOO_NUM_PROCESSES or SLURM_NTASKS, else 1")
     process_id: int = _field(None, "--distributed: this process's index, 0 to num_processes - 1; unset: "
                                    "$SEGZOO_PROCESS_ID, SLURM_PROCID or JOB_COMPLETION_INDEX")
-    scale_learning_rate: bool = _field(True, "--distributed: learning_rate is for one device; multiply it by the "
-                                             "number of devices (linear scaling rule)")
+    scale_learning_rate: bool = _field(True, "learning_rate is for one device's batch: on several devices "
+                                             "(--multi_gpu, --distributed) multiply it by their number")
     seed: int = _field(0, "random seed")
     deterministic: bool = _field(False, "deterministic input pipeline (slower)")
     verbose: int = _field(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
@@ -288,9 +288,7 @@ def train(config: TrainConfig):
                          augment=data.OnlineAugment(scale_range=tuple(config.scale_range))
                          if config.augment else None, drop_remainder=True, **data_options)
     val_ds = data.load(source, "validation", shuffle=False, pad_remainder=True, **data_options)
-    learning_rate = config.learning_rate
-    if run is not None and config.scale_learning_rate:
-        learning_rate *= run.num_devices
+    learning_rate = config.learning_rate * (replicas if config.scale_learning_rate else 1)
     if chief:
         logger.info("%s: %d classes %s, %d training and %d validation images, global batch %d on %d device(s), "
                     "peak learning rate %g", source, info.num_classes, info.class_names,

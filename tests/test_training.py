@@ -109,7 +109,8 @@ def test_mirrored_strategy_on_two_logical_cpus(make_folder, tmp_path):
                                            multi_gpu=True, verbose=0, steps_per_epoch=2))
         print(json.dumps({{"log": records, "loss": history["loss"]}}))
     """)
-    assert any("global batch 4 on 2 device(s)" in line for line in result["log"]), result["log"]
+    assert any("global batch 4 on 2 device(s), peak learning rate 0.002" in line for line in result["log"]), (
+        result["log"])
     assert all(np.isfinite(result["loss"]))
 
 
