@@ -11,8 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "backbones", "constants", "data", "evaluation", "export", "heads", "inference",
-    "layers", "losses", "metrics", "models", "presets", "training", "utils", "weights",
+    "backbones", "cli", "constants", "data", "distributed", "evaluation", "export", "heads", "inference",
+    "layers", "losses", "metrics", "models", "postprocess", "presets", "quickstart", "schedules",
+    "training", "utils", "weights",
 )
 
 

@@ -92,3 +92,15 @@ def test_load_model_works_in_a_fresh_process(tmp_path):
     assert result == {"name": "SegmentationModel", "loss": "CrossEntropy"}
     with pytest.raises(ValueError, match=".keras"):
         load_model(tmp_path / "model.h5")
+
+
+def test_every_submodule_is_reachable_from_the_package():
+    import os
+
+    import segzoo
+
+    package = os.path.dirname(segzoo.__file__)
+    modules = {name[:-3] for name in os.listdir(package) if name.endswith(".py") and name != "__init__.py"}
+    modules |= {name for name in os.listdir(package) if os.path.isfile(os.path.join(package, name, "__init__.py"))}
+    assert modules == set(segzoo._SUBMODULES)
+    assert segzoo.presets.list_presets()
