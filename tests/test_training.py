@@ -128,3 +128,8 @@ def test_mixed_bfloat16_trains(make_folder, tmp_path):
     """)
     assert result["dtype"] == "bfloat16" and result["logits"] == "float32"
     assert all(np.isfinite(result["loss"]))
+
+
+def test_choosing_a_gpu_that_is_not_there_says_how_many_are():
+    with pytest.raises(ValueError, match=r"gpu=3, but 0 GPU\(s\) are visible"):
+        training.make_strategy(gpu=3)
