@@ -14,8 +14,9 @@ output) on each available runtime:
     keras-mixed16   on a GPU only: mixed_float16 Keras graph
     onnx-tensorrt   on a GPU only, where ONNX Runtime has the TensorRT provider
 
-Batch norm: LiteRT's converter and ONNX Runtime fold it into the convolutions;
-the Keras graph keeps it (a separate multiply-add per activation).
+Batch norm: LiteRT's converter and ONNX Runtime fold it into the convolutions
+themselves; the Keras runtimes time a copy folded by segzoo
+(:func:`segzoo.folding.fold_batch_norm`, as live prediction runs it).
 
 The ceiling: the same run measures this machine's float32 matrix-multiply rate
 (TensorFlow, 2048x2048); "of peak" is GMACs x 2 / (GFLOP/s x latency), the share of

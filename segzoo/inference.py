@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
+import weakref
 
 import cv2
 import keras
@@ -59,6 +62,11 @@ def keep_largest_regions(classes, count=1):
     return result
 
 
+#: What :class:`FramePredictor` can run the model on: the Keras graph (batch norm
+#: folded) or a file exported for the input size on first use (and checked).
+RUNTIMES = ("keras", "litert", "onnx")
+
+
 class FramePredictor:
     """Runs a segmentation model on single RGB frames.
 
@@ -70,17 +78,47 @@ class FramePredictor:
         smoothing: weight of the past in the moving average of probabilities,
             0 (off) to <1 (smoother, slower to react).
         keep_largest: if > 0, keep only this many largest regions per class.
+        runtime: ``"keras"`` (the compiled Keras graph), or ``"litert"`` /
+            ``"onnx"``: on the first frame of each input size the model is
+            exported to a temporary file, checked against Keras on that frame
+            (:func:`segzoo.export.export_model`) and run there. On a CPU, LiteRT
+            and ONNX Runtime are the faster ones (see ``benchmarks/README.md``).
     """
 
-    def __init__(self, model, input_size=None, smoothing=0.0, keep_largest=0):
+    def __init__(self, model, input_size=None, smoothing=0.0, keep_largest=0, runtime="keras"):
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1); got {smoothing}.")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}; got {runtime!r}.")
         self.model = model
         self.input_size = tuple(input_size) if input_size else None
         self.smoothing = float(smoothing)
         self.keep_largest = int(keep_largest)
-        self._forward = compiled_forward(model)
+        self.runtime = runtime
+        self._forwards = {}  # model input size (None: any) -> images -> logits
+        self._export_dir = None
         self._average = None
+
+    def _forward(self, images):
+        size = None if self.runtime == "keras" else images.shape[1:3]  # the Keras graph takes any size
+        if size not in self._forwards:
+            self._forwards[size] = (compiled_forward(self.model) if self.runtime == "keras"
+                                    else self._exported_forward(images))
+        return self._forwards[size](images)
+
+    def _exported_forward(self, images):
+        """Export the model at ``images``' size to a temporary file, check it on them, return its runner."""
+        from segzoo import export
+
+        if self._export_dir is None:
+            self._export_dir = tempfile.mkdtemp(prefix="segzoo-predict-")
+            weakref.finalize(self, shutil.rmtree, self._export_dir, True)
+        height, width = images.shape[1:3]
+        suffix = ".tflite" if self.runtime == "litert" else ".onnx"
+        path = os.path.join(self._export_dir, f"model_{height}x{width}{suffix}")
+        logger.info("Exporting the model to %s for %dx%d frames (once per size)...", self.runtime, width, height)
+        export.export_model(self.model, path, self.runtime, input_size=(height, width), check_images=images)
+        return export.runner(path, self.runtime)
 
     def reset(self):
         """Forget the smoothing history (at a cut or a new stream)."""
@@ -271,7 +309,7 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
 
 def add_predictor_arguments(parser):
     """Add the :class:`FramePredictor` options (``--input_size``, ``--smoothing``,
-    ``--keep_largest``, ``--no_fps``) to an argparse parser."""
+    ``--keep_largest``, ``--no_fps``, ``--runtime``) to an argparse parser."""
     parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),
                         help="resize frames to this size for the model (default: the frame size "
                              "rounded to the model's size divisor)")
@@ -280,6 +318,9 @@ def add_predictor_arguments(parser):
     parser.add_argument("--keep_largest", type=int, default=0,
                         help="keep only the N largest regions of each class, 0 keeps all (default: 0)")
     parser.add_argument("--no_fps", action="store_true", help="do not draw the FPS counter")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="keras",
+                        help="run the Keras graph, or export the model for the frame size on the first "
+                             "frame and run it on LiteRT or ONNX Runtime, faster on a CPU (default: keras)")
     return parser
 
 
@@ -290,5 +331,5 @@ def predictor_from_args(args):
     count = postprocess.num_output_classes(model.num_classes)
     names = model.class_names or [f"class {i}" for i in range(count)]
     colors = model.class_colors or [tuple(int(v) for v in c) for c in voc_palette(count)]
-    predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest)
+    predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest, args.runtime)
     return predictor, colors, names

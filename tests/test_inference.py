@@ -122,3 +122,27 @@ def test_video_writer_picks_a_codec_per_extension(tmp_path):
         assert cv2.VideoCapture(str(tmp_path / name)).get(cv2.CAP_PROP_FRAME_COUNT) == 3
     with pytest.raises(ValueError, match=".webm"):
         open_video_writer(tmp_path / "d.gif", 5, (32, 24))
+
+
+@pytest.mark.parametrize("runtime", ["litert", "onnx"])
+def test_predictor_on_an_exported_runtime_matches_keras(model, runtime):
+    """The model is exported once per frame size, checked, and gives Keras's classes; the file is removed after."""
+    frames = np.random.default_rng(2).integers(0, 255, (3, 40, 56, 3), dtype=np.uint8)
+    keras_predictor, exported = FramePredictor(model), FramePredictor(model, runtime=runtime)
+    for frame in frames:
+        expected, expected_probabilities = keras_predictor.predict(frame)
+        classes, probabilities = exported.predict(frame)
+        assert (classes == expected).mean() > 0.99
+        np.testing.assert_allclose(probabilities, expected_probabilities, atol=1e-4)
+    export_dir = exported._export_dir
+    assert sorted(os.listdir(export_dir)) == [f"model_40x56.{'tflite' if runtime == 'litert' else 'onnx'}"]
+    del exported
+    import gc
+
+    gc.collect()
+    assert not os.path.exists(export_dir)
+
+
+def test_predictor_refuses_an_unknown_runtime(model):
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        FramePredictor(model, runtime="tensorrt")

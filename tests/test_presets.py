@@ -99,6 +99,7 @@ def test_other_backends_match_tensorflow(backend, tmp_path):
     results = run_in_backend(backend, f"""
         import json, numpy as np, keras
         from segzoo import presets
+        from segzoo.folding import fold_batch_norm
         from harness import assert_trains_one_step, random_labels
         images = np.load({str(tmp_path / "images.npy")!r})
         out = {{}}
@@ -106,6 +107,8 @@ def test_other_backends_match_tensorflow(backend, tmp_path):
             model = presets.from_name(name, num_classes=3,
                                       weights=f"{tmp_path}/{{name}}.weights.h5")
             np.save(f"{tmp_path}/{{name}}.{backend}.npy", keras.ops.convert_to_numpy(model(images)))
+            np.save(f"{tmp_path}/{{name}}.{backend}.folded.npy",
+                    keras.ops.convert_to_numpy(fold_batch_norm(model)(images, training=False)))
             out[name] = float(assert_trains_one_step(model, np.repeat(images, 2, 0),
                                                      random_labels(2, 64, 64, 3)))
         print(json.dumps(out))
@@ -116,4 +119,7 @@ def test_other_backends_match_tensorflow(backend, tmp_path):
         # then differs by ~1e-6 of that scale between backends, so the tolerance follows the scale.
         scale = float(np.abs(expected[name]).max())
         np.testing.assert_allclose(actual, expected[name], atol=1e-3 + 1e-4 * scale, rtol=1e-3, err_msg=name)
+        folded = np.load(tmp_path / f"{name}.{backend}.folded.npy")
+        np.testing.assert_allclose(folded, expected[name], atol=1e-3 + 1e-4 * scale, rtol=1e-3,
+                                   err_msg=f"{name}, batch norm folded")
         assert np.isfinite(results[name])

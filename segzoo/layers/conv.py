@@ -25,6 +25,9 @@ class ConvBNAct(keras.layers.Layer):
     Shape: ``(B, H, W, C_in) -> (B, H / strides, W / strides, filters)``.
     """
 
+    #: (convolution, batch norm) attribute pairs that :func:`segzoo.folding.fold_batch_norm` merges.
+    batch_norm_pairs = (("conv", "bn"),)
+
     def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=1,
                  activation="relu", use_bias=False, padding="same", **kwargs):
         super().__init__(**kwargs)
@@ -81,6 +84,9 @@ class SeparableConvBNAct(keras.layers.Layer):
 
     Shape: ``(B, H, W, C_in) -> (B, H / strides, W / strides, filters)``.
     """
+
+    #: (convolution, batch norm) attribute pairs that :func:`segzoo.folding.fold_batch_norm` merges.
+    batch_norm_pairs = (("depthwise", "depthwise_bn"),)
 
     def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=1,
                  activation="relu", **kwargs):
