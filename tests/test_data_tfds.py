@@ -1,6 +1,5 @@
 """Tests of segzoo.data.tfds_builder (and the zip reading it relies on)."""
 
-import importlib.util
 import json
 import os
 import pickle
@@ -200,24 +199,15 @@ def test_a_manual_directory_with_two_zips_is_refused(make_folder, tmp_path, zip_
         build_dataset(manual_dir, name="two", data_dir=tmp_path / "tfds")
 
 
-def _tfds_build_command(arguments):
-    """``tfds build ARGUMENTS``; without apache-beam, which the ``tfds`` launcher imports
-    (tensorflow/datasets#5463), the same ``build`` command run through TFDS's own module."""
-    if importlib.util.find_spec("apache_beam"):
-        return [os.path.join(os.path.dirname(sys.executable), "tfds"), "build", *arguments]
-    run_build = ("import sys, simple_parsing; from tensorflow_datasets.scripts.cli import build; "
-                 "simple_parsing.parse(build.Args, args=sys.argv[1:]).execute()")
-    return [sys.executable, "-c", run_build, *arguments]
-
-
 def test_tfds_build_cli_with_a_zip_in_manual_dir(make_folder, tmp_path, zip_folder):
     folder = make_folder(num_sources=4, copies=1)
     manual_dir = tmp_path / "manual"
     manual_dir.mkdir()
     zip_folder(folder, manual_dir / "full_semantic.zip")
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, SEGZOO_VAL_RATIO="0.25", SEGZOO_SPLIT_SEED="3")
-    command = _tfds_build_command([CLI_BUILDER_DIR, "--manual_dir", str(manual_dir),
-                                   "--data_dir", str(tmp_path / "tfds")])
+    # The real `tfds` launcher (the dev extra installs what it imports on start: apache-beam, mlcroissant).
+    command = [os.path.join(os.path.dirname(sys.executable), "tfds"), "build", CLI_BUILDER_DIR,
+               "--manual_dir", str(manual_dir), "--data_dir", str(tmp_path / "tfds")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "tfds" / "segzoo_dataset" / "1.0.0" / "metadata.json") as f:

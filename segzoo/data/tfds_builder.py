@@ -19,9 +19,9 @@ segzoo must be importable (``pip install -e .`` or ``PYTHONPATH``)::
         $(python -c "from segzoo.data import tfds_builder; print(tfds_builder.CLI_BUILDER_DIR)") \\
         --manual_dir path/to/folder --data_dir ~/tensorflow_datasets
 
-The ``tfds`` launcher of tensorflow-datasets 4.9 imports apache-beam on start
-(tensorflow/datasets#5463): install ``apache-beam`` to use it, or build from
-Python.
+The ``tfds`` launcher of tensorflow-datasets 4.9 imports apache-beam and
+mlcroissant on start (tensorflow/datasets#5463): ``pip install -e ".[tfds-cli]"``
+to use it, or build from Python, which needs neither.
 
 Each example holds ``image`` (``uint8`` ``(H, W, 3)``: the source's PNG or JPEG
 bytes as they are; other formats, and photos whose EXIF orientation TensorFlow
