@@ -45,7 +45,10 @@ class FoldedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        outputs = ops.add(ops.cast(inputs, "float32"), ops.cast(self.beta, "float32"))
+        # beta + x, not x + beta: TensorFlow's graph optimiser takes conv -> x + beta for a bias add
+        # and, on DDRNet's fusions, fails to fuse it with the residual add (an error in the log);
+        # the order costs nothing measurable.
+        outputs = ops.add(ops.cast(self.beta, "float32"), ops.cast(inputs, "float32"))
         return ops.cast(outputs, self.compute_dtype)
 
 
