@@ -13,7 +13,7 @@ Examples:
     python examples/train.py --data runs/holes_aug --loss binary_focal --weights none
     python examples/train.py --data export.zip --checkpoint_dir runs/holes --resume
     KERAS_BACKEND=jax python examples/train.py --distributed --data /shared/holes_aug \
-        --checkpoint_dir /shared/runs/holes   # every GPU of every machine: docs/cluster.md
+        --checkpoint_dir /shared/runs/holes   # every GPU of every machine: README, "Training on a cluster"
 """
 
 import argparse

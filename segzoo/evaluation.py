@@ -156,11 +156,12 @@ def machine_description():
 def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), latency_runs=50,
                       latency_warmup=10, ignore_index=IGNORE_INDEX):
     """Accuracy over ``dataset`` plus parameters, GFLOPs and batch-1 latency at ``input_shape``."""
-    report = evaluate_segmentation(model, dataset, class_names, ignore_index)
+    forward = compiled_forward(model)  # one folded copy for both
+    report = evaluate_segmentation(model, dataset, class_names, ignore_index, forward=forward)
     report.update(
         parameters=count_params(model),
         gflops=count_flops(model, input_shape) / 1e9,
-        latency=measure_latency(model, input_shape, runs=latency_runs, warmup=latency_warmup),
+        latency=measure_latency(model, input_shape, runs=latency_runs, warmup=latency_warmup, forward=forward),
         machine=machine_description(),
     )
     return report

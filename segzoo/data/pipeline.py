@@ -171,12 +171,18 @@ def load_info(source, data_dir=None, val_ratio=DEFAULT_VAL_RATIO, seed=0) -> Dat
                     meta["split_method"], os.fspath(builder.data_path))
 
 
+def _in_shard(index, num_shards, shard_index, block_size):
+    """Whether element ``index`` (an int or a tensor) is in shard ``shard_index``: blocks of
+    ``block_size`` consecutive elements are dealt to the shards in turn."""
+    return (index // block_size) % num_shards == shard_index
+
+
 def _shard_blocks(dataset, num_shards, shard_index, block_size):
     """Blocks ``shard_index``, ``shard_index + num_shards``, ... of ``block_size`` consecutive elements."""
     if num_shards == 1:
         return dataset
     return (dataset.enumerate()
-            .filter(lambda index, _: (index // block_size) % num_shards == shard_index)
+            .filter(lambda index, _: _in_shard(index, num_shards, shard_index, block_size))
             .map(lambda _, element: element))
 
 
@@ -446,7 +452,7 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
         dataset = _read_folder(reader, ids, shuffle and not shuffle_later, seed, repeat=repeat_files,
                                shard=(num_shards, shard_index, batch_size))
         total = len(ids)
-        count = sum(1 for i in range(total) if (i // batch_size) % num_shards == shard_index)
+        count = sum(_in_shard(i, num_shards, shard_index, batch_size) for i in range(total))
     else:
         builder = _tfds_builder(source, data_dir)
         tfds_split = f"{TRAIN}+{VALIDATION}" if split == ALL else split
