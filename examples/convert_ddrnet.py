@@ -1,43 +1,8 @@
-"""Convert an official DDRNet checkpoint (github.com/ydhongHIT/DDRNet) to segzoo weights.
+"""`segzoo convert` as a script: `python examples/convert_ddrnet.py --help` lists its flags (the same as `segzoo convert --help`)."""
 
-ImageNet trunk, cached where presets.from_name(..., weights="imagenet") looks::
+from segzoo.cli import command_main
 
-    python examples/convert_ddrnet.py DDRNet23s_imagenet.pth --preset ddrnet23_slim --imagenet
-
-A segmentation checkpoint (e.g. Cityscapes, 19 classes) to a .weights.h5 file::
-
-    python examples/convert_ddrnet.py best_val_smaller.pth --preset ddrnet23_slim \\
-        --output ddrnet23_slim_cityscapes.weights.h5
-
-No PyTorch needed. See segzoo.weights for where to download each checkpoint.
-"""
-
-import argparse
-
-from segzoo import weights
-from segzoo.cli import setup_logging
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="the authors' .pth file")
-    parser.add_argument("--preset", required=True, choices=sorted(weights.OFFICIAL_CHECKPOINTS))
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--imagenet", action="store_true",
-                        help="an ImageNet checkpoint: save the trunk to the weights='imagenet' cache")
-    target.add_argument("--output", help="a segmentation checkpoint: the .weights.h5 file to write")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classes of the new model (default: those of the checkpoint)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    if args.imagenet:
-        path = weights.install_imagenet_weights(args.checkpoint, args.preset)
-    else:
-        path = args.output
-        weights.convert_ddrnet(args.checkpoint, args.preset, num_classes=args.num_classes, output=path)
-    print(f"Wrote {path}")
-    return path
-
+main = command_main("convert")
 
 if __name__ == "__main__":
     main()

@@ -1,65 +1,8 @@
-"""Export a checkpoint to SavedModel, LiteRT or ONNX, then check the file against the Keras model.
+"""`segzoo export` as a script: `python examples/export.py --help` lists its flags (the same as `segzoo export --help`)."""
 
-The exported graph takes float32 RGB 0..255 images (NHWC, batch 1 for LiteRT)
-and normalises inside itself. After writing, the file runs on real images with
-its own runtime and the export fails loudly if it disagrees with the model.
-int8 LiteRT calibrates on --calibration_images images drawn from --data.
+from segzoo.cli import command_main
 
-Examples:
-
-    python examples/export.py --checkpoint runs/holes/best.keras --format litert \\
-        --quantize int8 --data export.zip --output holes_int8.tflite
-    python examples/export.py --checkpoint runs/holes/best.keras --format onnx --output holes.onnx
-
-TensorRT: from the ONNX file (any input size), for one size:
-    trtexec --onnx=holes.onnx --shapes=images:1x480x640x3 --saveEngine=holes.plan --fp16
-"""
-
-import argparse
-import json
-
-from segzoo import data, export, inference
-from segzoo.cli import setup_logging
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
-    parser.add_argument("--format", required=True, choices=export.FORMATS, help="export format")
-    parser.add_argument("--quantize", default="none", choices=export.QUANTIZATIONS,
-                        help="LiteRT quantisation (default: none)")
-    parser.add_argument("--output", required=True, help="output file (.tflite, .onnx) or SavedModel folder")
-    parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
-                        help="height and width of the exported graph (default: 480 640)")
-    parser.add_argument("--output_kind", default="logits", choices=export.OUTPUTS,
-                        help="what the graph returns; 'classes' puts the argmax inside (default: logits)")
-    parser.add_argument("--data", help="rgb/ + gt/ folder or zip, or CVAT export: images for int8 calibration and checks")
-    parser.add_argument("--images", help="CVAT export saved without images: the original images")
-    parser.add_argument("--calibration_images", type=int, default=64,
-                        help="images drawn from --data for int8 calibration (default: 64)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image draw (default: 0)")
-    parser.add_argument("--report", help="also write the check's report as JSON here")
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    model = inference.load_model(args.checkpoint)
-    images = None
-    if args.data:
-        with data.open_dataset(args.data, images=args.images) as dataset:
-            images = data.sample_images(dataset, args.calibration_images, args.input_size, seed=args.seed,
-                                        subset="train")
-    elif args.quantize == "int8":
-        raise SystemExit("error: --quantize int8 needs --data, the training images to calibrate on.")
-    report = export.export_model(model, args.output, args.format, args.quantize, args.input_size,
-                                 args.output_kind, representative_images=images)
-    print(report.summary())
-    if args.report:
-        with open(args.report, "w", encoding="utf-8") as f:
-            json.dump(report.__dict__, f, indent=2)
-
+main = command_main("export")
 
 if __name__ == "__main__":
     main()

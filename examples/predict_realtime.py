@@ -1,41 +1,8 @@
-"""Segment a webcam stream live: a window with the overlay, legend and FPS (q or Esc quits).
+"""`segzoo camera` as a script: `python examples/predict_realtime.py --help` lists its flags (the same as `segzoo camera --help`)."""
 
-Without a display (a server, a container), or with --no-show, the overlay is
-written to --output instead (default camera_<time>.webm).
+from segzoo.cli import command_main
 
-Example:
-
-    python examples/predict_realtime.py --checkpoint runs/holes/best.keras --camera 0
-"""
-
-import argparse
-
-from segzoo import inference
-from segzoo.cli import setup_logging
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
-    parser.add_argument("--camera", default="0",
-                        help="webcam index (0 is the first) or a stream URL / video file (default: 0)")
-    parser.add_argument("--output", help="also write the overlay to this video file")
-    parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
-                        help="show a window (default: when a display is available)")
-    parser.add_argument("--max_frames", type=int, help="stop after this many frames")
-    inference.add_predictor_arguments(parser)
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    predictor, colors, names = inference.predictor_from_args(args)
-    camera = int(args.camera) if args.camera.isdigit() else args.camera
-    result = inference.run_camera(predictor, colors, names, camera=camera, output=args.output,
-                                  show=args.show, max_frames=args.max_frames)
-    print(f"{result['frames']} frames" + (f", written to {result['output']}" if result["output"] else ""))
-
+main = command_main("camera")
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from segzoo import postprocess
+from segzoo.errors import SegzooError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ MIN_AGREEMENT = {"none": 0.999, "float16": 0.99, "int8": 0.95}
 MAX_RELATIVE_ERROR = 1e-3
 
 
-class ExportMismatchError(RuntimeError):
+class ExportMismatchError(SegzooError, RuntimeError):
     """The exported file's outputs disagree with the Keras model's."""
 
 

@@ -162,7 +162,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
         data="segzoo_quickstart", data_dir=tfds_dir, preset=config.preset, epochs=config.epochs,
         batch_size=config.batch_size, image_size=tuple(config.image_size), weights=config.weights,
         learning_rate=config.learning_rate, warmup_epochs=min(1.0, config.epochs / 4), seed=config.seed,
-        checkpoint_dir=checkpoints, verbose=2))
+        checkpoint_dir=checkpoints, progress=2))
     plot_training_curves(history, os.path.join(out, "training_curves.png"))
     model = inference.load_model(os.path.join(checkpoints, "best.keras"))
     logger.info("4/7 trained %s for %d epochs", config.preset, config.epochs)

@@ -110,7 +110,7 @@ class TrainConfig:
                                              "(--multi_gpu, --distributed) multiply it by their number")
     seed: int = _field(0, "random seed")
     deterministic: bool = _field(False, "deterministic input pipeline (slower)")
-    verbose: int = _field(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    progress: int = _field(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
 
 
 def make_loss(name, num_classes, ignore_index=IGNORE_INDEX, class_weights=None, ohem_threshold=None,
@@ -326,7 +326,7 @@ def train(config: TrainConfig):
     callbacks = _chief_callbacks(config.checkpoint_dir, state) if chief else []
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch if run is not None else config.steps_per_epoch,
-                        callbacks=callbacks, verbose=config.verbose if chief else 0,
+                        callbacks=callbacks, verbose=config.progress if chief else 0,
                         shuffle=False)  # the tf.data pipeline shuffles
     if run is not None:  # every process returns once process 0 has written the last checkpoint
         run.barrier("segzoo: training done")

@@ -52,6 +52,8 @@ import zipfile
 import keras
 import numpy as np
 
+from segzoo.errors import SegzooError
+
 logger = logging.getLogger(__name__)
 
 _DRIVE = "https://drive.google.com/file/d/{}/view"
@@ -72,7 +74,7 @@ IGNORED_MODULES = ("down5", "last_layer", "linear", "loss")
 HEAD_MODULES = ("spp", "final_layer", "seghead_extra")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SegzooError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 

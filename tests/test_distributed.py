@@ -161,7 +161,7 @@ def _worker(config, weights_file, env):
 def _training(folder, checkpoint_dir, **overrides):
     values = dict(data=str(folder), preset=PRESET, epochs=1, steps_per_epoch=2, batch_size=2, image_size=[64, 64],
                   weights="none", optimizer="sgd", learning_rate=0.01, warmup_epochs=0.0, val_ratio=0.2,
-                  deterministic=True, verbose=0, checkpoint_dir=str(checkpoint_dir))
+                  deterministic=True, progress=0, checkpoint_dir=str(checkpoint_dir))
     return {**values, **overrides}
 
 
@@ -173,8 +173,8 @@ def test_two_processes_train_like_one_and_resume_together(make_folder, tmp_path)
     port = _free_port()
     cluster = dict(distributed=True, coordinator_address=f"127.0.0.1:{port}", num_processes=2)
     outputs = _run_together([
-        _worker(_training(folder, run, process_id=0, verbose=2, **cluster), tmp_path / "w0.npz", _environment()),
-        _worker(_training(folder, run, process_id=1, verbose=2, **cluster), tmp_path / "w1.npz", _environment()),
+        _worker(_training(folder, run, process_id=0, progress=2, **cluster), tmp_path / "w0.npz", _environment()),
+        _worker(_training(folder, run, process_id=1, progress=2, **cluster), tmp_path / "w1.npz", _environment()),
         _worker(_training(folder, tmp_path / "single", batch_size=4, learning_rate=0.02), tmp_path / "w.npz",
                 _environment()),
     ])
@@ -206,7 +206,7 @@ def test_two_processes_train_like_one_and_resume_together(make_folder, tmp_path)
     # every process restarts from last.keras; settings from a Kubernetes indexed Job's environment
     port = _free_port()
     flags = ["--data", str(folder), "--preset", PRESET, "--epochs", "2", "--steps_per_epoch", "2", "--batch_size",
-             "2", "--image_size", "64", "64", "--val_ratio", "0.2", "--deterministic", "--verbose", "0",
+             "2", "--image_size", "64", "64", "--val_ratio", "0.2", "--deterministic", "--progress", "0",
              "--checkpoint_dir", str(run), "--distributed", "--resume"]
     resumed = _run_together([
         ([sys.executable, "examples/train.py", *flags],

@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
     run = root / "run"
     example("train")(["--data", sample.export, "--images", sample.images, "--preset", "ddrnet23_slim",
                       "--epochs", "2", "--batch_size", "4", "--image_size", "64", "96", "--weights", "none",
-                      "--checkpoint_dir", str(run), "--verbose", "0", "--val_ratio", "0.25"])
+                      "--checkpoint_dir", str(run), "--progress", "0", "--val_ratio", "0.25"])
     return sample, run
 
 

@@ -19,10 +19,12 @@ import zipfile
 import cv2
 import numpy as np
 
+from segzoo.errors import SegzooError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DataError(ValueError):
+class DataError(SegzooError, ValueError):
     """Bad input data: the message names the file, the value and the fix."""
 
 

@@ -1,4 +1,4 @@
-"""Command lines: one flag per dataclass field, so every option a script has is an argument; logging setup.
+"""Flags from dataclasses (one flag per field, so every option a script has is an argument); logging setup.
 
 A field's ``metadata`` holds its ``help`` text and, optionally, ``choices`` and
 ``metavar``.

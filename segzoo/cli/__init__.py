@@ -1,0 +1,105 @@
+"""The ``segzoo`` command: one subcommand per job, clean errors, quiet start-up.
+
+``segzoo --help`` lists the subcommands; ``segzoo <command> --help`` shows each one's
+flags. Each subcommand lives in a module of this package with a docstring (its
+description), ``add_arguments(parser)`` and ``run(args)``; :data:`COMMANDS` names them.
+The scripts in ``examples/`` call the same entry points through :func:`command_main`.
+
+A mistake the user can fix (:class:`segzoo.errors.SegzooError`) prints one message
+and exits with status 2 (``--debug`` shows the traceback); anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from segzoo import __version__, errors
+from segzoo.cli.arguments import add_dataclass_arguments, dataclass_from_args, setup_logging
+
+__all__ = ["COMMANDS", "add_dataclass_arguments", "build_parser", "command_main", "dataclass_from_args", "main",
+           "setup_logging"]
+
+#: Subcommand name: (module in segzoo.cli, one-line summary for ``segzoo --help``).
+COMMANDS = {
+    "quickstart": ("quickstart", "the main job end to end on built-in sample data (or your CVAT export)"),
+    "train": ("train", "train a model on a CVAT export, an rgb/ + gt/ folder or a TFDS dataset"),
+    "eval": ("evaluate", "mean IoU, per-class IoU, GFLOPs and latency of a checkpoint, with a report"),
+    "predict-video": ("predict_video", "segment every frame of a video and write the overlay video"),
+    "camera": ("camera", "segment a webcam stream live"),
+    "export": ("export", "export a checkpoint to SavedModel, LiteRT or ONNX, checked against Keras"),
+    "augment": ("augment", "write a dataset with N augmented copies of every image"),
+    "convert": ("convert", "convert an official DDRNet checkpoint to segzoo weights"),
+}
+
+EXIT_USER_ERROR = 2
+
+
+def _command_module(name):
+    return importlib.import_module(f"segzoo.cli.{COMMANDS[name][0]}")
+
+
+def _add_common_flags(parser):
+    parser.add_argument("--verbose", action="store_true",
+                        help="show third-party log lines and segzoo's debug messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error too")
+
+
+def build_parser(command=None):
+    """The argument parser: every subcommand's, or only ``command``'s (then its flags are loaded)."""
+    parser = argparse.ArgumentParser(prog="segzoo", description="segzoo: real-time segmentation, from a CVAT "
+                                     "export to a webcam. Run 'segzoo COMMAND --help' for a command's flags.")
+    parser.add_argument("--version", action="version", version=f"segzoo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (_, summary) in COMMANDS.items():
+        if command is None or name != command:
+            subparsers.add_parser(name, help=summary, add_help=False)
+            continue
+        module = _command_module(name)
+        sub = subparsers.add_parser(name, help=summary, description=module.__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        _add_common_flags(sub)
+    return parser
+
+
+def main(argv=None):
+    """Run ``segzoo`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        build_parser().parse_args(argv or ["--help"])  # lists the commands, or says which name is unknown
+        return EXIT_USER_ERROR
+    if "--verbose" not in argv:
+        from segzoo.cli.quiet import silence_third_party
+
+        silence_third_party()
+    args = build_parser(command).parse_args(argv)
+    setup_logging(verbose=args.verbose)
+    try:
+        with errors.command_line_messages():
+            status = _command_module(command).run(args)
+    except errors.SegzooError as error:
+        if args.debug:
+            raise
+        print(f"segzoo {command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0 if status is None else int(status)
+
+
+def command_main(command):
+    """``main(argv=None)`` for one subcommand, as the ``examples/`` scripts expose it.
+
+    It raises :class:`SystemExit` with the status when that is not 0, so a failing
+    script fails its caller too.
+    """
+
+    def run_command(argv=None):
+        status = main([command, *(sys.argv[1:] if argv is None else argv)])
+        if status:
+            raise SystemExit(status)
+
+    run_command.__doc__ = f"Run ``segzoo {command}`` with ``argv``."
+    return run_command

@@ -1,0 +1,34 @@
+"""Segment a webcam stream live: a window with the overlay, legend and FPS (q or Esc quits).
+
+Without a display (a server, a container), or with --no-show, the overlay is
+written to --output instead (default camera_<time>.webm).
+
+Example:
+
+    segzoo camera --checkpoint runs/holes/best.keras --camera 0
+"""
+
+import argparse
+
+
+def add_arguments(parser):
+    from segzoo import inference
+
+    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    parser.add_argument("--camera", default="0",
+                        help="webcam index (0 is the first) or a stream URL / video file (default: 0)")
+    parser.add_argument("--output", help="also write the overlay to this video file")
+    parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a window (default: when a display is available)")
+    parser.add_argument("--max_frames", type=int, help="stop after this many frames")
+    inference.add_predictor_arguments(parser)
+
+
+def run(args):
+    from segzoo import inference
+
+    predictor, colors, names = inference.predictor_from_args(args)
+    camera = int(args.camera) if args.camera.isdigit() else args.camera
+    result = inference.run_camera(predictor, colors, names, camera=camera, output=args.output,
+                                  show=args.show, max_frames=args.max_frames)
+    print(f"{result['frames']} frames" + (f", written to {result['output']}" if result["output"] else ""))

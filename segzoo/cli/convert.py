@@ -1,0 +1,37 @@
+"""Convert an official DDRNet checkpoint (github.com/ydhongHIT/DDRNet) to segzoo weights.
+
+ImageNet trunk, cached where presets.from_name(..., weights="imagenet") looks::
+
+    segzoo convert DDRNet23s_imagenet.pth --preset ddrnet23_slim --imagenet
+
+A segmentation checkpoint (e.g. Cityscapes, 19 classes) to a .weights.h5 file::
+
+    segzoo convert best_val_smaller.pth --preset ddrnet23_slim \\
+        --output ddrnet23_slim_cityscapes.weights.h5
+
+No PyTorch needed. See segzoo.weights for where to download each checkpoint.
+"""
+
+
+def add_arguments(parser):
+    from segzoo import weights
+
+    parser.add_argument("checkpoint", help="the authors' .pth file")
+    parser.add_argument("--preset", required=True, choices=sorted(weights.OFFICIAL_CHECKPOINTS))
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--imagenet", action="store_true",
+                        help="an ImageNet checkpoint: save the trunk to the weights='imagenet' cache")
+    target.add_argument("--output", help="a segmentation checkpoint: the .weights.h5 file to write")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="classes of the new model (default: those of the checkpoint)")
+
+
+def run(args):
+    from segzoo import weights
+
+    if args.imagenet:
+        path = weights.install_imagenet_weights(args.checkpoint, args.preset)
+    else:
+        path = args.output
+        weights.convert_ddrnet(args.checkpoint, args.preset, num_classes=args.num_classes, output=path)
+    print(f"Wrote {path}")

@@ -1,0 +1,58 @@
+"""Evaluate a checkpoint: mean IoU and per-class IoU over a split, parameters, GFLOPs, latency.
+
+Prints a table and writes <output>/metrics.json; --visualize also writes
+image | truth | prediction | confidence PNGs to <output>/visualizations/.
+
+Example:
+
+    segzoo eval --checkpoint runs/holes/best.keras --data export.zip --visualize
+"""
+
+import json
+import os
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    parser.add_argument("--data", required=True,
+                        help="rgb/ + gt/ folder or zip, CVAT export (folder or zip) or TFDS dataset name")
+    parser.add_argument("--images", help="CVAT export saved without images: the original images")
+    parser.add_argument("--data_dir", help="TFDS data directory, for a TFDS dataset name")
+    parser.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
+    parser.add_argument("--val_ratio", type=float, default=0.1,
+                        help="validation fraction when the data has no split lists; use the training value")
+    parser.add_argument("--seed", type=int, default=0, help="split seed; use the training value (default: 0)")
+    parser.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"),
+                        help="resize images to this size (default: their own size)")
+    parser.add_argument("--batch_size", type=int, default=1, help="images per batch (default: 1)")
+    parser.add_argument("--latency_size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
+                        help="input size for GFLOPs and latency (default: 480 640)")
+    parser.add_argument("--latency_runs", type=int, default=50, help="timed runs (default: 50)")
+    parser.add_argument("--output", default="eval", help="folder for metrics.json and pictures (default: eval)")
+    parser.add_argument("--visualize", action="store_true", help="write side-by-side PNGs")
+    parser.add_argument("--max_visualizations", type=int, default=32, help="PNGs to write (default: 32)")
+
+
+def run(args):
+    from segzoo import data, evaluation, inference, postprocess
+
+    model = inference.load_model(args.checkpoint)
+    source = data.prepare_source(args.data, images=args.images, import_dir=os.path.join(args.output, "dataset"))
+    info = data.load_info(source, data_dir=args.data_dir, val_ratio=args.val_ratio, seed=args.seed)
+    dataset = data.load(source, args.split, batch_size=args.batch_size, image_size=args.image_size,
+                        num_classes=info.num_classes, data_dir=args.data_dir, val_ratio=args.val_ratio,
+                        seed=args.seed, shuffle=False)
+    class_names = model.class_names or postprocess.output_class_names(model.num_classes, info.class_names)
+    report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
+                                          latency_runs=args.latency_runs)
+    report.update(checkpoint=os.path.abspath(args.checkpoint), data=args.data, split=args.split)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    print(evaluation.format_report(report))
+    if args.visualize:
+        colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
+        paths = evaluation.save_visualizations(model, dataset, colors, os.path.join(args.output, "visualizations"),
+                                               max_images=args.max_visualizations)
+        print(f"{len(paths)} pictures in {os.path.join(args.output, 'visualizations')}")
+    print(f"metrics written to {os.path.join(args.output, 'metrics.json')}")

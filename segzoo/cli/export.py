@@ -1,0 +1,60 @@
+"""Export a checkpoint to SavedModel, LiteRT or ONNX, then check the file against the Keras model.
+
+The exported graph takes float32 RGB 0..255 images (NHWC, batch 1 for LiteRT)
+and normalises inside itself. After writing, the file runs on real images with
+its own runtime and the export fails loudly if it disagrees with the model.
+int8 LiteRT calibrates on --calibration_images images drawn from --data.
+
+Examples:
+
+    segzoo export --checkpoint runs/holes/best.keras --format litert \\
+        --quantize int8 --data export.zip --output holes_int8.tflite
+    segzoo export --checkpoint runs/holes/best.keras --format onnx --output holes.onnx
+
+TensorRT: from the ONNX file (any input size), for one size:
+
+    trtexec --onnx=holes.onnx --shapes=images:1x480x640x3 --saveEngine=holes.plan --fp16
+"""
+
+import json
+
+from segzoo.errors import ConfigError
+
+
+def add_arguments(parser):
+    from segzoo import export
+
+    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    parser.add_argument("--format", required=True, choices=export.FORMATS, help="export format")
+    parser.add_argument("--quantize", default="none", choices=export.QUANTIZATIONS,
+                        help="LiteRT quantisation (default: none)")
+    parser.add_argument("--output", required=True, help="output file (.tflite, .onnx) or SavedModel folder")
+    parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
+                        help="height and width of the exported graph (default: 480 640)")
+    parser.add_argument("--output_kind", default="logits", choices=export.OUTPUTS,
+                        help="what the graph returns; 'classes' puts the argmax inside (default: logits)")
+    parser.add_argument("--data", help="rgb/ + gt/ folder or zip, or CVAT export: images for int8 calibration and checks")
+    parser.add_argument("--images", help="CVAT export saved without images: the original images")
+    parser.add_argument("--calibration_images", type=int, default=64,
+                        help="images drawn from --data for int8 calibration (default: 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the image draw (default: 0)")
+    parser.add_argument("--report", help="also write the check's report as JSON here")
+
+
+def run(args):
+    from segzoo import data, export, inference
+
+    if args.quantize == "int8" and not args.data:
+        raise ConfigError("--quantize int8 needs --data, the training images to calibrate on.")
+    model = inference.load_model(args.checkpoint)
+    images = None
+    if args.data:
+        with data.open_dataset(args.data, images=args.images) as dataset:
+            images = data.sample_images(dataset, args.calibration_images, args.input_size, seed=args.seed,
+                                        subset="train")
+    report = export.export_model(model, args.output, args.format, args.quantize, args.input_size,
+                                 args.output_kind, representative_images=images)
+    print(report.summary())
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            json.dump(report.__dict__, f, indent=2)

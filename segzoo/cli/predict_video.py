@@ -1,0 +1,27 @@
+"""Segment every frame of a video and write the overlay video (same frame rate and size).
+
+Example:
+
+    segzoo predict-video --checkpoint runs/holes/best.keras --video in.mp4 \\
+        --output out.mp4 --smoothing 0.5 --keep_largest 2
+"""
+
+
+def add_arguments(parser):
+    from segzoo import inference
+
+    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    parser.add_argument("--video", required=True, help="input video file")
+    parser.add_argument("--output", required=True,
+                        help="output video: .webm (VP8, plays in browsers and players), .mp4 (H.264 where "
+                             "OpenCV has it, else MPEG-4 Part 2) or .avi (MJPEG)")
+    inference.add_predictor_arguments(parser)
+
+
+def run(args):
+    from segzoo import inference
+
+    predictor, colors, names = inference.predictor_from_args(args)
+    result = inference.predict_video(predictor, args.video, args.output, colors, names,
+                                     show_fps=not args.no_fps)
+    print(f"{result['frames']} frames at {result['fps']:.2f} FPS written to {result['output']}")
