@@ -7,7 +7,7 @@
   percentile.
 * :func:`evaluation_report` joins both with parameters and GFLOPs;
   :func:`format_report` prints it as a table.
-* :func:`save_visualizations`: image | truth | prediction | confidence PNGs.
+* :func:`prediction_rows` / :func:`save_visualizations`: image | truth | prediction | confidence.
 """
 
 from __future__ import annotations
@@ -136,6 +136,20 @@ def evaluate_segmentation(model, dataset, class_names, ignore_index=IGNORE_INDEX
     }
 
 
+def cpu_vector_extensions():
+    """The CPU's wide vector extensions that decide its speed here (``avx2``, ``avx512f``, ``avx512_vnni``,
+    ``amx_*``, ``neon``...), from ``/proc/cpuinfo``; empty where it cannot be read."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
+              "amx_bf16", "asimd", "asimddp", "sve")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        return []
+    return [flag for flag in wanted if flag in flags]
+
+
 def machine_description():
     """CPU model, cores, TensorFlow threads and GPUs of this machine, for reports."""
     cpu = platform.processor() or platform.machine()
@@ -144,7 +158,8 @@ def machine_description():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    description = {"cpu": cpu, "cores": os.cpu_count(), "backend": keras.backend.backend(), "gpus": []}
+    description = {"cpu": cpu, "vector_extensions": cpu_vector_extensions(), "cores": os.cpu_count(),
+                   "backend": keras.backend.backend(), "gpus": []}
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -185,36 +200,45 @@ def format_report(report) -> str:
     return "\n".join(lines)
 
 
-def _confidence_map(probabilities):
-    """Colour map of the top-class probability, RGB uint8."""
-    gray = np.clip(probabilities.max(axis=-1) * 255.0, 0, 255).astype(np.uint8)
+def prediction_rows(model, dataset, colors, max_images=16, ignore_index=IGNORE_INDEX):
+    """Yield ``(image, truth overlay, prediction overlay, top-class probability)`` for the first images.
+
+    Images and overlays are RGB ``uint8 (H, W, 3)``; the probability is ``float32 (H, W)`` in 0..1.
+    """
+    from segzoo.data.overlay import overlay_label
+
+    forward = compiled_forward(model)
+    count = 0
+    for images, labels in dataset:
+        logits = forward(images)
+        predicted = keras.ops.convert_to_numpy(postprocess.classes(logits)).astype(np.uint8)
+        confidence = keras.ops.convert_to_numpy(postprocess.probabilities(logits)).max(axis=-1)
+        for image, label, prediction, top in zip(np.asarray(images), np.asarray(labels), predicted, confidence):
+            image = np.clip(image, 0, 255).astype(np.uint8)
+            yield (image, overlay_label(image, label.astype(np.uint8), colors, ignore_index),
+                   overlay_label(image, prediction, colors, ignore_index), top)
+            count += 1
+            if count >= max_images:
+                return
+
+
+def _confidence_map(confidence):
+    """Viridis colour map of a top-class probability ``(H, W)`` in 0..1, RGB uint8."""
+    gray = np.clip(confidence * 255.0, 0, 255).astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
 
 
 def save_visualizations(model, dataset, colors, output_dir, max_images=16, ignore_index=IGNORE_INDEX):
-    """Write ``image | truth | prediction | confidence`` PNGs for the first ``max_images`` images.
+    """Write ``image | truth | prediction | confidence`` PNGs, pixel for pixel, for the first ``max_images`` images.
 
     Returns the list of written paths.
     """
     from segzoo.data.io import write_image
-    from segzoo.data.overlay import overlay_label
 
     os.makedirs(output_dir, exist_ok=True)
-    forward = compiled_forward(model)
     paths = []
-    for images, labels in dataset:
-        logits = forward(images)
-        predicted = keras.ops.convert_to_numpy(postprocess.classes(logits)).astype(np.uint8)
-        confidence = keras.ops.convert_to_numpy(postprocess.probabilities(logits))
-        for image, label, prediction, probs in zip(np.asarray(images), np.asarray(labels), predicted, confidence):
-            image = np.clip(image, 0, 255).astype(np.uint8)
-            label = label.astype(np.uint8)
-            panel = np.concatenate([image, overlay_label(image, label, colors, ignore_index),
-                                    overlay_label(image, prediction, colors, ignore_index),
-                                    _confidence_map(probs)], axis=1)
-            path = os.path.join(output_dir, f"{len(paths):04d}.png")
-            write_image(path, panel)
-            paths.append(path)
-            if len(paths) >= max_images:
-                return paths
+    for image, truth, prediction, confidence in prediction_rows(model, dataset, colors, max_images, ignore_index):
+        path = os.path.join(output_dir, f"{len(paths):04d}.png")
+        write_image(path, np.concatenate([image, truth, prediction, _confidence_map(confidence)], axis=1))
+        paths.append(path)
     return paths

@@ -4,13 +4,15 @@
 folder. Without a CVAT export of the user's, it first generates a sample in
 the exact CVAT "Segmentation mask 1.1" layout (holes and cracks on textured
 surfaces, see :mod:`segzoo.data.synthetic`), plus unseen held-out images and
-a video. ``examples/quickstart.py`` is its command line.
+a video. ``segzoo quickstart`` is its command line.
 
 Report folder::
 
     metrics.json          held-out mean IoU, per-class IoU, latency, parameters, GFLOPs, export check
-    training_curves.png   loss and mean IoU per epoch
+    report.html           one page with the metrics and every picture below
+    training_curves.png   loss and mean IoU per epoch, the best epoch marked
     predictions.png       image | truth | prediction | confidence, one row per held-out image
+    per_class_iou.png     held-out IoU per class; confusion_matrix.png: the confusion matrix
     prediction.webm       the overlay video (VP8: plays in browsers and players)
     model.tflite          the LiteRT export (checked against the Keras model)
     checkpoints/          best.keras, last.keras, logs
@@ -20,18 +22,21 @@ Report folder::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
 
 import numpy as np
 
-from segzoo import data, evaluation, export, inference
-from segzoo.data.io import read_image, write_image
+from segzoo import data, evaluation, export, inference, plots, report as reports
+from segzoo import errors
+from segzoo.errors import OutputExistsError
 from segzoo.training import TrainConfig, train
 
 logger = logging.getLogger(__name__)
+
+#: Minutes the quickstart keeps for the steps after training (evaluation, video, export) within its budget.
+AFTER_TRAINING_MINUTES = 1.5
 
 
 def _field(default, help, **metadata):
@@ -52,7 +57,9 @@ class QuickstartConfig:
     num_images: int = _field(64, "sample: labelled images to generate")
     heldout_images: int = _field(16, "sample: unseen images to evaluate on")
     copies: int = _field(3, "offline augmentation: copies of each image")
-    epochs: int = _field(24, "training epochs")
+    epochs: int = _field(24, "training epochs (at most: --time_budget may choose fewer)")
+    time_budget: float = _field(10.0, "minutes for the whole run: training gets what the other steps leave and "
+                                      "fits its epochs to that after timing a few steps; 0 turns this off")
     batch_size: int = _field(8, "training batch size")
     learning_rate: float = _field(2e-3, "peak learning rate (AdamW, polynomial decay)")
     binary: bool = _field(True, "merge every defect class into one 'defect' class (the original project's use)")
@@ -80,50 +87,6 @@ def _prepare_sample(config, data_dir):
     return sample.export, None, sample.backgrounds, heldout_folder, sample.video
 
 
-def plot_training_curves(history, path, size=(360, 960)):
-    """Draw loss and mean IoU per epoch side by side as a PNG (OpenCV only, no plotting library)."""
-    import cv2
-
-    height, width = size
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    panels = [("loss", ["loss", "val_loss"]), ("mean IoU", ["mean_iou", "val_mean_iou"])]
-    colors = [(31, 119, 180), (255, 127, 14)]
-    for index, (title, keys) in enumerate(panels):
-        left, top, panel_w, panel_h = index * width // 2 + 50, 40, width // 2 - 80, height - 90
-        series = [np.asarray(history.get(key, []), float) for key in keys]
-        values = np.concatenate([s for s in series if s.size]) if any(s.size for s in series) else np.zeros(1)
-        low, high = float(values.min()), float(values.max())
-        high = high if high > low else low + 1.0
-        cv2.rectangle(canvas, (left, top), (left + panel_w, top + panel_h), (0, 0, 0), 1)
-        cv2.putText(canvas, title, (left, top - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-        for value, y in ((high, top), (low, top + panel_h)):
-            cv2.putText(canvas, f"{value:.3g}", (left - 45, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
-        for key, values_, color in zip(keys, series, colors):
-            if values_.size == 0:
-                continue
-            xs = left + np.linspace(0, panel_w, max(values_.size, 2))[: values_.size]
-            ys = top + panel_h - (values_ - low) / (high - low) * panel_h
-            points = np.stack([xs, ys], 1).astype(np.int32)
-            cv2.polylines(canvas, [points], False, color, 2, cv2.LINE_AA)
-            legend_y = top + panel_h + 25 + 18 * keys.index(key)
-            cv2.line(canvas, (left, legend_y - 4), (left + 20, legend_y - 4), color, 2)
-            cv2.putText(canvas, key, (left + 26, legend_y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(canvas, "epoch", (left + panel_w - 40, top + panel_h + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-    write_image(path, canvas)
-    return path
-
-
-def _predictions_grid(model, dataset, colors, path, rows=6):
-    """Stack image | truth | prediction | confidence rows into one PNG."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        panels = evaluation.save_visualizations(model, dataset, colors, folder, max_images=rows)
-        write_image(path, np.concatenate([read_image(p) for p in panels], axis=0))
-    return path
-
-
 def run_quickstart(config: QuickstartConfig) -> dict:
     """Run the whole chain as ``config`` says; returns the summary written to ``metrics.json``."""
     config = config.effective()
@@ -131,7 +94,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     out = os.path.abspath(config.out)
     data_dir = os.path.join(out, "data")
     if os.path.exists(os.path.join(out, "metrics.json")):
-        raise FileExistsError(f"{out} already holds a quickstart report; choose another --out.")
+        raise OutputExistsError(f"{out} already holds a quickstart report; choose another {errors.option('out')}.")
     os.makedirs(data_dir, exist_ok=True)
 
     # 1. the CVAT export: the user's, or a generated sample with held-out images and a video
@@ -158,14 +121,18 @@ def run_quickstart(config: QuickstartConfig) -> dict:
 
     # 4. training
     checkpoints = os.path.join(out, "checkpoints")
-    model, history = train(TrainConfig(
+    budget = None
+    if config.time_budget and not config.fast:
+        budget = max(config.time_budget - (time.perf_counter() - start) / 60 - AFTER_TRAINING_MINUTES, 0.5)
+    model, history = train(TrainConfig(time_budget=budget,
         data="segzoo_quickstart", data_dir=tfds_dir, preset=config.preset, epochs=config.epochs,
         batch_size=config.batch_size, image_size=tuple(config.image_size), weights=config.weights,
         learning_rate=config.learning_rate, warmup_epochs=min(1.0, config.epochs / 4), seed=config.seed,
         checkpoint_dir=checkpoints, progress=2))
-    plot_training_curves(history, os.path.join(out, "training_curves.png"))
+    plots.plot_training_curves(history, os.path.join(out, "training_curves.png"))
     model = inference.load_model(os.path.join(checkpoints, "best.keras"))
-    logger.info("4/7 trained %s for %d epochs", config.preset, config.epochs)
+    epochs = len(history.get("loss", []))
+    logger.info("4/7 trained %s for %d epochs", config.preset, epochs)
 
     # 5. evaluation on held-out images (the validation split of a user's export)
     if heldout is not None:
@@ -176,7 +143,6 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     report = evaluation.evaluation_report(model, eval_data, model.class_names, (*config.image_size, 3),
                                           latency_runs=10 if config.fast else 50,
                                           latency_warmup=3 if config.fast else 10)
-    _predictions_grid(model, eval_data, model.class_colors, os.path.join(out, "predictions.png"))
     logger.info("5/7 held-out mean IoU %.3f", report["mean_iou"])
 
     # 6. the video
@@ -194,9 +160,15 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     report["export"] = dataclasses.asdict(exported)
     logger.info("7/7 %s", exported.summary())
 
-    report.update(preset=config.preset, image_size=list(config.image_size), epochs=config.epochs,
+    report.update(preset=config.preset, image_size=list(config.image_size), epochs=epochs,
                   history={k: [float(v) for v in values] for k, values in history.items()},
                   seconds=time.perf_counter() - start)
-    with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, default=str)
+    rows = evaluation.prediction_rows(model, eval_data, model.class_colors, max_images=6)
+    reports.save_evaluation(
+        out, report, f"segzoo quickstart: {config.preset}", rows, model.class_colors,
+        pictures=[("training curves", "training_curves.png")],
+        videos=[("the overlay video", "prediction.webm")] if video else (),
+        extra_rows=[("training", f"{epochs} epochs at {config.image_size[1]}x{config.image_size[0]}, "
+                                 f"{report['seconds'] / 60:.1f} min in all"),
+                    ("LiteRT export", exported.summary())])
     return report

@@ -38,7 +38,9 @@ from segzoo import distributed, losses, postprocess, presets
 from segzoo.constants import IGNORE_INDEX
 from segzoo.metrics import MeanIoU
 from segzoo.models import load_model
+from segzoo.errors import ConfigError
 from segzoo.schedules import SCHEDULES, WarmupDecay
+from segzoo.time_budget import TimeBudget
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class TrainConfig:
     images: str = _field(None, "CVAT export saved without images: the folder of the original images")
     data_dir: str = _field(None, "TFDS data directory, for a TFDS dataset name")
     epochs: int = _field(100, "epochs to train")
+    time_budget: float = _field(None, "minutes for training: after a few steps, fit the number of epochs (at most "
+                                      "--epochs) and the learning-rate schedule to this budget; says what it chose")
     batch_size: int = _field(8, "images per batch on each device (the global batch is this x devices)")
     image_size: tuple[int, int] = _field((480, 640), "training crop height and width, multiples of the model's divisor",
                                    metavar=("H", "W"))
@@ -251,6 +255,8 @@ def train(config: TrainConfig):
     if not config.distributed and any(getattr(config, name) is not None for name in cluster_options):
         raise ValueError(f"{', '.join(cluster_options)} apply to distributed training: add distributed=True "
                          f"(--distributed) or drop them.")
+    if config.distributed and config.time_budget is not None:
+        raise ConfigError("--time_budget fits one process's run; with --distributed set --epochs instead.")
     run = _start_distributed(config) if config.distributed else None  # before anything touches JAX
     chief = run is None or run.is_chief
     keras.utils.set_random_seed(config.seed)
@@ -324,7 +330,16 @@ def train(config: TrainConfig):
             initial_epoch = 0
 
     callbacks = _chief_callbacks(config.checkpoint_dir, state) if chief else []
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+    epochs = config.epochs
+    if config.time_budget is not None:
+        validation_steps = -(-info.split_sizes.get("validation", 0) // global_batch)
+        callbacks.append(TimeBudget(config.time_budget * 60, steps_per_epoch, validation_steps, epochs,
+                                    schedule=None if state is not None else schedule))
+    planned = (model.optimizer.get_config().get("learning_rate") or {}) if state is not None else {}
+    if isinstance(planned, dict) and "total_steps" in planned.get("config", {}):
+        # a resumed run continues to the end of its schedule, shortened when it was fitted to a time budget
+        epochs = min(epochs, -(-planned["config"]["total_steps"] // steps_per_epoch))
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch if run is not None else config.steps_per_epoch,
                         callbacks=callbacks, verbose=config.progress if chief else 0,
                         shuffle=False)  # the tf.data pipeline shuffles

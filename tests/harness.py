@@ -112,3 +112,49 @@ class TinyHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "level": self.level}
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
+_CHECK_PAGE = """<!doctype html><html><body><pre id=result>pending</pre>
+<iframe id=page src="{page}" width=1200 height=800></iframe>
+<script>
+document.getElementById('page').onload = function () {{
+  var doc = this.contentDocument, images = Array.from(doc.images), videos = Array.from(doc.querySelectorAll('video'));
+  var broken = images.filter(function (i) {{ return !(i.complete && i.naturalWidth > 0); }})
+                     .map(function (i) {{ return i.getAttribute('src'); }});
+  document.getElementById('result').textContent = JSON.stringify(
+      {{images: images.length, videos: videos.length, broken: broken, title: doc.title}});
+}};
+</script></body></html>"""
+
+
+def page_images_in_browser(folder, page="report.html"):
+    """Open ``folder/page`` in headless Chromium (served on 127.0.0.1) and report what loaded.
+
+    Returns ``{"images": n, "videos": n, "broken": [src of every image that did not load], "title": ...}``.
+    """
+    import functools
+    import http.server
+    import threading
+
+    check = os.path.join(folder, "_check_page.html")
+    with open(check, "w", encoding="utf-8") as f:
+        f.write(_CHECK_PAGE.format(page=page))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={os.path.join(folder, '_chromium_profile')}", "--virtual-time-budget=15000",
+             "--dump-dom", f"http://127.0.0.1:{server.server_address[1]}/_check_page.html"],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    dom = result.stdout
+    start = dom.index('<pre id="result">') + len('<pre id="result">')
+    import html
+
+    return json.loads(html.unescape(dom[start:dom.index("</pre>", start)]))

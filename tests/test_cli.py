@@ -36,3 +36,93 @@ def test_help_shows_defaults_and_bad_choices_fail(capsys):
     assert "how many (default: 3)" in text and "--size H W" in text and "--no-flag" in text
     with pytest.raises(SystemExit):
         parser.parse_args(["--name", "c"])
+
+
+# -- the segzoo command ------------------------------------------------------------------------------
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from harness import REPO_ROOT
+from segzoo import cli, data
+
+
+def segzoo(argv, capsys):
+    """Run ``segzoo argv`` in this process: ``(exit status, stdout, stderr)``."""
+    status = cli.main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_help_lists_every_command_and_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    assert done.value.code == 0 and all(name in text for name in cli.COMMANDS)
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip().startswith("segzoo 0.")
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["no-such-command"])
+    assert refused.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_command_help_in_a_fresh_process_has_no_third_party_log_lines():
+    result = subprocess.run([sys.executable, "-m", "segzoo", "train", "--help"], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=300)
+    assert result.returncode == 0 and "--time_budget" in result.stdout and "--progress" in result.stdout
+    assert result.stderr == "", result.stderr
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """A CVAT zip exported without images, and its images."""
+    return data.make_cvat_sample(tmp_path_factory.mktemp("cli") / "sample", num_images=4, image_size=(32, 48),
+                                 save_images=False, zip=True, video_frames=0, seed=1)
+
+
+def assert_one_message(status, err, *fragments):
+    """Exit status 2 and one ``segzoo <command>: error: ...`` message (however it wraps), no traceback."""
+    assert status == 2 and "Traceback" not in err and err.startswith("segzoo ") and ": error: " in err
+    assert err.count(": error: ") == 1
+    text = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in text, err
+
+
+def test_an_export_without_images_names_the_flag(sample, tmp_path, capsys):
+    status, _, err = segzoo(["train", "--data", sample.export, "--checkpoint_dir", str(tmp_path / "run")], capsys)
+    assert_one_message(status, err, "--images", "Save images")
+    assert "images=" not in err
+
+
+def test_a_wrong_folder_is_one_message(tmp_path, capsys):
+    status, _, err = segzoo(["eval", "--checkpoint", str(tmp_path / "none.keras"), "--data",
+                             str(tmp_path / "missing"), "--output", str(tmp_path / "eval")], capsys)
+    assert_one_message(status, err, "none.keras")
+
+
+def test_labelmap_one_folder_above_the_masks_names_the_mask_folder(sample, tmp_path, capsys):
+    folder = tmp_path / "repo"
+    with zipfile.ZipFile(sample.export) as archive:
+        archive.extractall(folder / "export")
+    shutil.move(folder / "export" / "labelmap.txt", folder / "labelmap.txt")
+    status, _, err = segzoo(["augment", "--source", str(folder), "--images", sample.images,
+                             "--output", str(tmp_path / "out")], capsys)
+    assert_one_message(status, err, "export/SegmentationClass", "move labelmap.txt")
+
+
+def test_debug_shows_the_traceback_and_bugs_keep_theirs(tmp_path, monkeypatch):
+    with pytest.raises(data.DataError):
+        cli.main(["augment", "--source", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--debug"])
+    from segzoo.cli import augment
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(augment, "run", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["augment", "--source", "x", "--output", str(tmp_path / "o")])

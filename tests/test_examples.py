@@ -66,7 +66,7 @@ def test_predict_video_and_camera_write_playable_videos(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_int8_litert_and_onnx_with_checks(trained, tmp_path):
+def test_export_int8_litert_and_onnx_with_checks(trained, tmp_path, capsys):
     sample, run = trained
     example("export")(["--checkpoint", str(run / "best.keras"), "--format", "litert", "--quantize", "int8",
                        "--data", sample.export, "--images", sample.images, "--calibration_images", "8",
@@ -77,24 +77,27 @@ def test_export_int8_litert_and_onnx_with_checks(trained, tmp_path):
     example("export")(["--checkpoint", str(run / "best.keras"), "--format", "onnx", "--output_kind", "classes",
                        "--input_size", "64", "96", "--output", str(tmp_path / "m.onnx")])
     assert (tmp_path / "m.onnx").stat().st_size > 1e6
-    with pytest.raises(SystemExit, match="needs --data"):
+    with pytest.raises(SystemExit) as refused:
         example("export")(["--checkpoint", str(run / "best.keras"), "--format", "litert", "--quantize", "int8",
                            "--output", str(tmp_path / "n.tflite")])
+    assert refused.value.code == 2 and "--quantize int8 needs --data" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_quickstart_fast_writes_everything_it_promises(tmp_path, capsys):
     out = tmp_path / "quickstart"
     example("quickstart")(["--fast", "--out", str(out)])
-    for name in ("metrics.json", "training_curves.png", "predictions.png", "prediction.webm", "model.tflite",
-                 "checkpoints/best.keras"):
+    for name in ("metrics.json", "report.html", "training_curves.png", "predictions.png", "per_class_iou.png",
+                 "confusion_matrix.png", "prediction.webm", "model.tflite", "checkpoints/best.keras"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("mean_iou", "per_class_iou", "latency", "parameters", "gflops", "export", "history"):
         assert key in metrics, key
     assert metrics["export"]["class_agreement"] >= 0.999
-    assert cv2.imread(str(out / "predictions.png")).shape[1] == 4 * 160
+    page = (out / "report.html").read_text()
+    assert all(f'src="{name}"' in page for name in ("training_curves.png", "predictions.png", "prediction.webm"))
     assert np.isfinite(metrics["history"]["loss"]).all()
     assert "everything is in" in capsys.readouterr().out
-    with pytest.raises(FileExistsError, match="already holds"):
+    with pytest.raises(SystemExit) as refused:
         example("quickstart")(["--fast", "--out", str(out)])
+    assert refused.value.code == 2 and "already holds a quickstart report" in capsys.readouterr().err

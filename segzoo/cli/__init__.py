@@ -5,7 +5,8 @@ flags. Each subcommand lives in a module of this package with a docstring (its
 description), ``add_arguments(parser)`` and ``run(args)``; :data:`COMMANDS` names them.
 The scripts in ``examples/`` call the same entry points through :func:`command_main`.
 
-A mistake the user can fix (:class:`segzoo.errors.SegzooError`) prints one message
+A mistake the user can fix (:class:`segzoo.errors.SegzooError`, or a path that is
+missing or already taken) prints one message
 and exits with status 2 (``--debug`` shows the traceback); anything else is a bug and
 keeps its traceback.
 """
@@ -35,6 +36,10 @@ COMMANDS = {
 }
 
 EXIT_USER_ERROR = 2
+
+#: What a person can fix: segzoo's own errors, and a path that is missing, taken, or not theirs to write.
+USER_ERRORS = (errors.SegzooError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+               PermissionError)
 
 
 def _command_module(name):
@@ -81,7 +86,7 @@ def main(argv=None):
     try:
         with errors.command_line_messages():
             status = _command_module(command).run(args)
-    except errors.SegzooError as error:
+    except USER_ERRORS as error:
         if args.debug:
             raise
         print(f"segzoo {command}: error: {error}", file=sys.stderr)

@@ -1,14 +1,15 @@
 """Evaluate a checkpoint: mean IoU and per-class IoU over a split, parameters, GFLOPs, latency.
 
-Prints a table and writes <output>/metrics.json; --visualize also writes
-image | truth | prediction | confidence PNGs to <output>/visualizations/.
+Prints a table and writes into --output: metrics.json, report.html (one page with
+every figure and picture), per_class_iou.png, confusion_matrix.png and predictions.png
+(a grid of image | truth | prediction | confidence); --visualize also writes one
+full-resolution PNG per image to <output>/visualizations/.
 
 Example:
 
     segzoo eval --checkpoint runs/holes/best.keras --data export.zip --visualize
 """
 
-import json
 import os
 
 
@@ -28,13 +29,15 @@ def add_arguments(parser):
     parser.add_argument("--latency_size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
                         help="input size for GFLOPs and latency (default: 480 640)")
     parser.add_argument("--latency_runs", type=int, default=50, help="timed runs (default: 50)")
-    parser.add_argument("--output", default="eval", help="folder for metrics.json and pictures (default: eval)")
-    parser.add_argument("--visualize", action="store_true", help="write side-by-side PNGs")
+    parser.add_argument("--output", default="eval", help="folder for metrics.json, report.html and pictures "
+                                                          "(default: eval)")
+    parser.add_argument("--grid_images", type=int, default=6, help="images in predictions.png (default: 6)")
+    parser.add_argument("--visualize", action="store_true", help="also write a full-resolution PNG per image")
     parser.add_argument("--max_visualizations", type=int, default=32, help="PNGs to write (default: 32)")
 
 
 def run(args):
-    from segzoo import data, evaluation, inference, postprocess
+    from segzoo import data, evaluation, inference, postprocess, report as reports
 
     model = inference.load_model(args.checkpoint)
     source = data.prepare_source(args.data, images=args.images, import_dir=os.path.join(args.output, "dataset"))
@@ -46,13 +49,13 @@ def run(args):
     report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
                                           latency_runs=args.latency_runs)
     report.update(checkpoint=os.path.abspath(args.checkpoint), data=args.data, split=args.split)
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
+    rows = evaluation.prediction_rows(model, dataset, colors, max_images=args.grid_images)
+    written = reports.save_evaluation(args.output, report, f"segzoo eval: {os.path.basename(args.checkpoint)} "
+                                      f"on {args.data} ({args.split})", rows, colors)
     print(evaluation.format_report(report))
     if args.visualize:
-        colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
         paths = evaluation.save_visualizations(model, dataset, colors, os.path.join(args.output, "visualizations"),
                                                max_images=args.max_visualizations)
         print(f"{len(paths)} pictures in {os.path.join(args.output, 'visualizations')}")
-    print(f"metrics written to {os.path.join(args.output, 'metrics.json')}")
+    print(f"metrics in {written['metrics.json']}; every figure on one page: {written['report.html']}")

@@ -21,7 +21,7 @@ import os
 from segzoo.cli.arguments import add_dataclass_arguments, dataclass_from_args
 
 #: Files the quickstart promises, listed at the end when they exist.
-OUTPUTS = ("metrics.json", "training_curves.png", "predictions.png", "prediction.webm", "model.tflite",
+OUTPUTS = ("report.html", "metrics.json", "training_curves.png", "predictions.png", "prediction.webm", "model.tflite",
            "checkpoints/best.keras")
 
 

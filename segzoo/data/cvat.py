@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from segzoo.constants import BACKGROUND_ID, IGNORE_INDEX
+from segzoo.errors import option
 from segzoo.data.folder import (
     SUBSETS_DIR, FolderWriter, SegmentationDataset, check_same_size, index_by_id, read_subsets, validate_classes,
 )
@@ -134,6 +135,8 @@ class CvatDataset(SegmentationDataset):
             self._masks_dir = self._prefix + MASKS_DIR
             self._masks = index_by_id(self._files.names(self._masks_dir), (".png",),
                                       lambda n: self._files.describe(self._masks_dir + n))
+            if not self._masks:
+                self._check_masks_beside_labelmap()
             self._index_images(images)
             self._pair_up()
         except BaseException:
@@ -164,11 +167,25 @@ class CvatDataset(SegmentationDataset):
         self._color_keys = packed[by_color]
         self._color_ids = np.array([class_of[i] for i in by_color], dtype=np.uint8)
 
+    def _check_masks_beside_labelmap(self):
+        """Raise when the masks sit in a folder other than the label map's (a common repository layout)."""
+        marker = "/" + MASKS_DIR
+        elsewhere = sorted({("/" + n)[: ("/" + n).index(marker) + len(marker)].lstrip("/")
+                            for n in self._files.names() if marker in "/" + n and n.lower().endswith(".png")})
+        if elsewhere:
+            raise DataError(
+                f"{self._describe(LABELMAP_FILE)} has no {MASKS_DIR} beside it, but masks are in "
+                f"{self._files.describe(elsewhere[0])}. A CVAT export keeps labelmap.txt, {MASKS_DIR} and "
+                f"ImageSets/ in one folder: move labelmap.txt into "
+                f"{self._files.describe(elsewhere[0][:-len(MASKS_DIR)])} (or point the data path at a folder "
+                f"that holds all three).")
+
     def _index_images(self, images):
         """Set where the images are (files, folder inside them) and id -> file name below it."""
         if images is not None:
             if not os.path.isdir(images):
-                raise DataError(f"{images}: no such folder (images=, the folder of the original images).")
+                raise DataError(f"{images}: no such folder ({option('images')}: the folder of the original "
+                                f"images).")
             self._image_files, self._images_dir = FolderFiles(images), ""
         else:
             self._image_files, self._images_dir = self._files, self._prefix + IMAGES_DIR
@@ -176,7 +193,7 @@ class CvatDataset(SegmentationDataset):
         if images is None and not names:
             raise DataError(
                 f"{self.root}: the export holds no images (no {IMAGES_DIR}; it was made without "
-                f"\"Save images\"). Pass images=<folder of the original images>, matched by id, "
+                f"\"Save images\"). Pass {option('images')} with the folder of the original images (matched by id), "
                 f"or export again with \"Save images\" ticked."
             )
         self._images = index_by_id(names, IMAGE_EXTENSIONS,
@@ -191,11 +208,12 @@ class CvatDataset(SegmentationDataset):
             listed = "\n  ".join(self.label_path(i) for i in orphans[:10])
             raise DataError(
                 f"{len(orphans)} mask(s) have no image {where} (expected <id>.<image extension>):\n"
-                f"  {listed}\nPass images= with the folder of the original images, or remove these masks."
+                f"  {listed}\nPass {option('images')} with the folder of the original images, or remove "
+                f"these masks."
             )
         self._subsets = read_subsets(
             self._files, self._prefix + SUBSETS_DIR, self._images,
-            f"Images are looked for {where}; pass images= with the folder of the original images.")
+            f"Images are looked for {where}; pass {option('images')} with the folder of the original images.")
         listed = {i for ids in self._subsets.values() for i in ids}
         self.ids = sorted(listed | self._masks.keys())
         if not self.ids:

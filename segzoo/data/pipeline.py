@@ -56,6 +56,7 @@ import os
 import tensorflow as tf
 
 from segzoo.constants import IGNORE_INDEX
+from segzoo.errors import option
 from segzoo.data.io import DataError
 from segzoo.data.sources import open_dataset
 from segzoo.data.splits import ALL, DEFAULT_VAL_RATIO, TRAIN, VALIDATION, split_ids
@@ -279,7 +280,7 @@ def _check_same_size(dataset):
         same = tf.debugging.Assert(tf.reduce_all(tf.equal(size, first_size)), [
             "Images of different sizes cannot be batched:", element["image_file"], "is", size,
             "(height, width) but", first_file, "is", first_size,
-            ". Pass image_size=(height, width) to resize them, or batch_size=1."])
+            f". Pass {option('image_size')} with a height and width to resize them, or {option('batch_size')} 1."])
         with tf.control_dependencies([same]):
             return (first_size, first_file), dict(element, image=tf.identity(element["image"]))
 

@@ -21,6 +21,7 @@ import numpy as np
 from segzoo.data.cvat import LABELMAP_FILE, CvatDataset, import_cvat
 from segzoo.data.folder import CLASSES_FILE, SegmentationFolder, SegmentationZip
 from segzoo.data.io import DataError, FolderFiles, ZipFiles, find_root
+from segzoo.errors import option
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _kind_of_zip(path) -> str:
 def _refuse_cvat_options(path, images, binary):
     if images is not None:
         raise DataError(f"{path} is an rgb/ + gt/ dataset, which holds its own images: "
-                        f"images={os.fspath(images)!r} applies to CVAT exports only. Drop it.")
+                        f"{option('images')} {os.fspath(images)!r} applies to CVAT exports only. Drop it.")
     if binary:
         raise DataError(f"{path} is an rgb/ + gt/ dataset: binary=True (merging every foreground "
                         f"class into one) applies to CVAT exports only. Drop it.")
