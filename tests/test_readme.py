@@ -1,28 +1,35 @@
 """The README tells the truth: its commands, its preset table, its scripts and their flags."""
 
+import contextlib
 import functools
+import io
 import os
 import re
-import subprocess
-import sys
+import runpy
 
 import pytest
 
 from harness import REPO_ROOT
-from segzoo import presets
+from segzoo import cli, presets
 
 README = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
 EXAMPLES = sorted(f for f in os.listdir(os.path.join(REPO_ROOT, "examples")) if f.endswith(".py"))
 
 
+def help_text(argv):
+    """What ``argv`` prints for ``--help``: ``segzoo <command> --help`` or ``examples/<script> --help``,
+    run in this process (the install test runs them as new processes)."""
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream), pytest.raises(SystemExit) as done:
+        argv[0](argv[1:] + ["--help"])
+    assert done.value.code == 0
+    return stream.getvalue()
+
+
 @functools.lru_cache(maxsize=None)
-def help_text(script):
-    """``examples/<script> --help``, run once per script."""
-    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "examples", script), "--help"],
-                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+def command_help(command):
+    """``segzoo <command> --help``."""
+    return help_text([cli.main, command])
 
 
 def readme_commands():
@@ -31,7 +38,7 @@ def readme_commands():
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_second_verbatim():
     quickstart, tests = readme_commands()[:2]
-    assert "examples/quickstart.py" in quickstart and "pip install" in quickstart
+    assert "segzoo quickstart" in quickstart and "pip install" in quickstart
     assert "pytest" in tests and '".[dev]"' in tests
     ci_lines = open(os.path.join(REPO_ROOT, ".ci", "run"), encoding="utf-8").read().splitlines()
     assert tests in ci_lines
@@ -42,14 +49,17 @@ def test_preset_table_matches_the_registry():
 
 
 @pytest.mark.parametrize("script", EXAMPLES)
-def test_every_example_answers_help(script):
-    assert "usage:" in help_text(script)
+def test_every_example_answers_help_as_its_command(script):
+    main = runpy.run_path(os.path.join(REPO_ROOT, "examples", script), run_name="segzoo_example")["main"]
+    text = help_text([main])
+    assert text.startswith("usage: segzoo ") and "--debug" in text
 
 
 def test_flags_the_readme_shows_exist():
-    """Every `--flag` written after an examples/<script>.py in the README is one that script accepts."""
-    shown = re.findall(r"python examples/(\w+\.py)((?:\\\n|[^\n])*)", README)
-    assert len(shown) >= 8
-    for script, arguments in shown:
+    """Every `--flag` written after a `segzoo <command>` in the README is one that command accepts."""
+    shown = re.findall(r"segzoo ([a-z][a-z-]+)((?:\\\n|[^\n`])*)", README)
+    shown = [(command, arguments) for command, arguments in shown if command in cli.COMMANDS]
+    assert len(shown) >= 10 and {command for command, _ in shown} >= set(cli.COMMANDS)
+    for command, arguments in shown:
         for flag in re.findall(r"(--[a-z_]+)", arguments):
-            assert flag in help_text(script), f"README shows {script} {flag}, which --help does not list"
+            assert flag in command_help(command), f"README shows segzoo {command} {flag}, which --help does not list"
