@@ -1,11 +1,12 @@
 """Fit a training run to a wall-clock budget: measure the step time, then choose the epochs.
 
-:class:`TimeBudget` times a few training steps at the start of the first epoch
-(after the one that traces the graph), works out how many epochs fit in what is
-left of the budget, shortens the learning-rate schedule to end there (so the run
-still decays fully and converges), says what it chose, and stops at that epoch.
-After every epoch it re-checks with the measured epoch time (validation included)
-and stops early rather than overrun.
+:class:`TimeBudget` times the training steps of the first epoch (apart from the one
+that builds the train step), works out how many epochs fit in what is left of the
+budget, shortens the learning-rate schedule to end there (so the run still decays
+fully and converges), says what it chose, and stops at that epoch.
+After every epoch it re-plans with the measured epoch time (validation included):
+when fewer epochs fit than it chose, the schedule is shortened again, so the run
+never overruns and still ends with a fully decayed learning rate.
 """
 
 from __future__ import annotations
@@ -27,72 +28,100 @@ def epochs_that_fit(seconds_left, epoch_seconds, max_epochs):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Choose the number of epochs so that training ends within ``seconds`` of ``start``.
+    """Choose the number of epochs so that training ends within ``seconds`` of its start.
+
+    The first epoch is the measurement: its first step (which builds the train step) gives
+    the cost of rebuilding it, the others the step time. At its end the callback chooses the
+    epochs that fit in what is left, ends the schedule there and rebuilds the train step once.
 
     Args:
         seconds: the budget for training, in seconds.
         steps_per_epoch: training steps per epoch.
-        validation_steps: validation batches per epoch (they cost about a third of a training step each).
+        validation_steps: validation batches per epoch (each costs about a third of a training step).
         max_epochs: the most epochs to run (the configured ``epochs``).
         schedule: the learning-rate schedule (with a ``total_steps`` attribute) to end at the chosen
-            epoch; the train step is rebuilt once so the new length takes effect.
-        calibration_steps: steps timed after the first (tracing) step.
-        start: ``time.perf_counter()`` when the budget began (default: when training begins).
+            epoch; ``None`` only stops at the chosen epoch.
     """
 
-    def __init__(self, seconds, steps_per_epoch, validation_steps, max_epochs, schedule=None,
-                 calibration_steps=3, start=None):
+    def __init__(self, seconds, steps_per_epoch, validation_steps, max_epochs, schedule=None):
         super().__init__()
         self.seconds = float(seconds)
         self.steps_per_epoch = int(steps_per_epoch)
         self.validation_steps = int(validation_steps)
         self.max_epochs = int(max_epochs)
         self.schedule = schedule
-        self.calibration_steps = max(int(calibration_steps), 1)
-        self.start = start
         self.chosen_epochs = None
-        self._first_epoch = self._epoch = None
-        self._timer = self._epoch_start = None
+        self._start = self._epoch_start = self._step_start = self._timer = None
+        self._first_epoch = None
+        self._build_seconds = 0.0
+        self._untimed_epochs = 0  # epochs that rebuilt the train step: not typical of the others
 
     def on_train_begin(self, logs=None):
-        self.start = time.perf_counter() if self.start is None else self.start
+        self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._first_epoch = epoch if self._first_epoch is None else self._first_epoch
-        self._epoch, self._epoch_start = epoch, time.perf_counter()
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0 and self.chosen_epochs is None:
+            self._step_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.chosen_epochs is not None or self._epoch != self._first_epoch:
-            return
-        if batch == 0:  # the step that traced the graph is not timed
-            self._timer = time.perf_counter()
-            return
-        if batch < min(self.calibration_steps, self.steps_per_epoch - 1):
+        if self.chosen_epochs is not None:
             return
         now = time.perf_counter()
-        step = (now - self._timer) / batch
-        # this epoch's remaining steps and validation, then whole epochs
-        this_epoch = step * (self.steps_per_epoch - batch - 1 + self.validation_steps / 3.0)
-        epoch_seconds = step * (self.steps_per_epoch + self.validation_steps / 3.0)
-        left = self.seconds - (now - self.start) - this_epoch
-        runs = self.max_epochs - self._first_epoch
-        self.chosen_epochs = self._first_epoch + 1 + epochs_that_fit(left, epoch_seconds, runs - 1) \
-            if runs > 1 and left >= epoch_seconds else self._first_epoch + 1
-        logger.info("time budget %.1f min: %.2f s per training step, about %.0f s per epoch -> %d epochs "
-                    "(of %d asked)", self.seconds / 60, step, epoch_seconds, self.chosen_epochs, self.max_epochs)
-        if self.schedule is not None and self.chosen_epochs < self.max_epochs:
-            self.schedule.total_steps = max(self.chosen_epochs * self.steps_per_epoch,
-                                            getattr(self.schedule, "warmup_steps", 0), 1)
-            self.model.make_train_function(force=True)
+        if batch == 0:
+            self._build_seconds, self._timer, self._timed_steps = now - self._step_start, now, 0
+        else:
+            self._train_end, self._timed_steps = now, batch
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.chosen_epochs is None:
+        now = time.perf_counter()
+        if self.chosen_epochs is None:  # the first epoch: the measurement
+            self._choose(now)
+            self.model.stop_training = epoch + 1 >= self.chosen_epochs
             return
-        epoch_seconds = time.perf_counter() - self._epoch_start
-        left = self.seconds - (time.perf_counter() - self.start)
         if epoch + 1 >= self.chosen_epochs:
             self.model.stop_training = True
-        elif left < epoch_seconds:
-            logger.warning("time budget: %.0f s left and an epoch takes %.0f s: stopping after epoch %d of %d",
-                           left, epoch_seconds, epoch + 1, self.chosen_epochs)
-            self.model.stop_training = True
+            return
+        if self._untimed_epochs:
+            self._untimed_epochs -= 1
+            return
+        # re-plan with the measured epoch time (validation included): end the schedule sooner, never overrun
+        epoch_seconds, left = now - self._epoch_start, self.seconds - (now - self._start)
+        if (self.chosen_epochs - epoch - 1) * epoch_seconds <= left:
+            return  # the plan still fits
+        # a shorter plan costs one rebuild of the train step
+        fits = epoch + 1 + (epochs_that_fit(left - self._build_seconds, epoch_seconds,
+                                            self.chosen_epochs - epoch - 1) if left >= epoch_seconds else 0)
+        if fits < self.chosen_epochs:
+            logger.info("time budget: an epoch takes %.0f s and %.0f s are left: %d epochs instead of %d",
+                        epoch_seconds, left, fits, self.chosen_epochs)
+            self.chosen_epochs = fits
+            self.model.stop_training = epoch + 1 >= fits
+            if not self.model.stop_training:
+                self._shorten_schedule()
+
+    def _choose(self, now):
+        """Set :attr:`chosen_epochs` from the first epoch's step time, and shorten the schedule."""
+        step = ((self._train_end - self._timer) / self._timed_steps if self._timed_steps
+                else self._build_seconds)
+        epoch_seconds = step * (self.steps_per_epoch + self.validation_steps / 3.0)
+        left = self.seconds - (now - self._start)
+        runs = self.max_epochs - self._first_epoch - 1
+        more = epochs_that_fit(left - self._build_seconds, epoch_seconds, runs) if left > epoch_seconds else 0
+        self.chosen_epochs = self._first_epoch + 1 + (more if runs > 0 else 0)
+        logger.info("time budget %.1f min: %.2f s per training step, about %.0f s per epoch -> %d epochs "
+                    "(of %d asked)", self.seconds / 60, step, epoch_seconds, self.chosen_epochs, self.max_epochs)
+        if self.chosen_epochs > self._first_epoch + 1:
+            self._shorten_schedule()
+
+    def _shorten_schedule(self):
+        """End the learning-rate schedule at :attr:`chosen_epochs`; rebuild the train step to see it."""
+        if self.schedule is None or self.chosen_epochs >= self.max_epochs:
+            return
+        self.schedule.total_steps = max(self.chosen_epochs * self.steps_per_epoch,
+                                        getattr(self.schedule, "warmup_steps", 0), 1)
+        self.model.make_train_function(force=True)
+        self._untimed_epochs = 1

@@ -17,7 +17,7 @@ from segzoo.training import TrainConfig, make_loss, make_optimizer, train
 def config(folder, checkpoint_dir, **overrides):
     values = dict(data=str(folder), preset="ddrnet23_slim", epochs=2, batch_size=4, image_size=(64, 96),
                   weights="none", checkpoint_dir=str(checkpoint_dir), learning_rate=3e-3, warmup_epochs=0.0,
-                  augment=False, verbose=0, deterministic=True)
+                  augment=False, progress=0, deterministic=True)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -106,7 +106,7 @@ def test_mirrored_strategy_on_two_logical_cpus(make_folder, tmp_path):
         from segzoo.training import TrainConfig, train
         model, history = train(TrainConfig(data={str(folder)!r}, epochs=1, batch_size=2, image_size=(64, 96),
                                            weights="none", checkpoint_dir={str(tmp_path / "run")!r},
-                                           multi_gpu=True, verbose=0, steps_per_epoch=2))
+                                           multi_gpu=True, progress=0, steps_per_epoch=2))
         print(json.dumps({{"log": records, "loss": history["loss"]}}))
     """)
     assert any("global batch 4 on 2 device(s), peak learning rate 0.002" in line for line in result["log"]), (
@@ -122,7 +122,7 @@ def test_mixed_bfloat16_trains(make_folder, tmp_path):
         from segzoo.training import TrainConfig, train
         model, history = train(TrainConfig(data={str(folder)!r}, epochs=1, batch_size=2, image_size=(64, 96),
                                            weights="none", checkpoint_dir={str(tmp_path / "run")!r},
-                                           precision="mixed_bfloat16", verbose=0, steps_per_epoch=2))
+                                           precision="mixed_bfloat16", progress=0, steps_per_epoch=2))
         print(json.dumps({{"loss": history["loss"], "dtype": model.compute_dtype,
                           "logits": str(model.predict(__import__("numpy").zeros((1, 64, 96, 3)), verbose=0).dtype)}}))
     """)
