@@ -32,8 +32,9 @@ def boundary_targets(labels, edge_size=EDGE_SIZE, border=EDGE_BORDER):
     piecewise-constant label image (official ``cv2.Canny(label, 0.1, 0.2)``).
     Lines within ``border`` pixels of the image edge are dropped (official
     ``edge_pad``), and the rest is dilated by an ``edge_size x edge_size``
-    square (official ``cv2.dilate``; the window covers offsets -1..+2 here where
-    OpenCV's anchor gives -2..+1, the same band moved by one pixel).
+    square (official ``cv2.dilate``; each output pixel takes the maximum of the
+    source offsets -1..+2 here, -2..+1 with OpenCV's anchor: the same band, one
+    pixel apart).
 
     Computed on the labels at training resolution, after augmentation, where
     the official loader computes it before its random scaling and crop (then
