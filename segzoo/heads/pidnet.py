@@ -23,6 +23,26 @@ FUSIONS = ("light_bag", "bag")
 
 
 @keras.saving.register_keras_serializable(package="segzoo")
+class SplitGroupConv2D(keras.layers.Conv2D):
+    """A grouped ``Conv2D`` computed as one convolution per group, then concatenated.
+
+    Same weights and outputs as ``keras.layers.Conv2D(..., groups=g)`` (kernel
+    ``(kh, kw, C_in / g, filters)``; output group ``k`` reads input group ``k``,
+    as PyTorch's ``groups``). TensorFlow runs a grouped convolution on the CPU
+    through a nested XLA function, which tf2onnx cannot export; ``g`` plain
+    convolutions export everywhere. Channels last only.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        parts = zip(ops.split(inputs, self.groups, axis=-1), ops.split(kernel, self.groups, axis=-1))
+        return ops.concatenate([ops.conv(x, k, strides=list(self.strides), padding=self.padding,
+                                         dilation_rate=self.dilation_rate, data_format=self.data_format)
+                                for x, k in parts], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="segzoo")
 class PAPPM(keras.layers.Layer):
     """Parallel Aggregation Pyramid Pooling Module (PIDNet-S and -M's context module).
 
@@ -60,7 +80,7 @@ class PAPPM(keras.layers.Layer):
                       for i, (kernel, stride, _) in enumerate(DAPPM_POOLS, start=1)]
         self.global_pool = keras.layers.GlobalAveragePooling2D(keepdims=True, dtype=dtype, name="scale4_0")
         self.process_norm = _batch_norm("scale_process_0", dtype)
-        self.process_conv = keras.layers.Conv2D(4 * branch_channels, 3, padding="same", groups=4,
+        self.process_conv = SplitGroupConv2D(4 * branch_channels, 3, padding="same", groups=4,
                                                 use_bias=False, dtype=dtype, name="scale_process_2")
         self.compression_norm = _batch_norm("compression_0", dtype)
         self.compression_conv = _conv(out_channels, 1, "compression_2", dtype)
