@@ -11,7 +11,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "backbones", "cli", "constants", "data", "distributed", "errors", "evaluation", "export", "folding", "heads", "inference",
+    "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export", "folding",
+    "heads", "inference",
     "layers", "losses", "metrics", "models", "postprocess", "presets", "quickstart", "schedules",
     "training", "utils", "weights",
 )

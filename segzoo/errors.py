@@ -29,9 +29,12 @@ class OutputExistsError(SegzooError, FileExistsError):
     """An output path that already exists (refused unless overwriting was asked for) or that is an input."""
 
 
-def option(name: str) -> str:
-    """How a message names the option ``name``: ``--name`` under the command line, else ``name=``."""
-    return f"--{name}" if _COMMAND_LINE.get() else f"{name}="
+def option(name: str, value=None) -> str:
+    """How a message names the option ``name`` (set to ``value`` when given): ``--name [value]`` under
+    the command line, else ``name=`` (or ``name='value'``)."""
+    if _COMMAND_LINE.get():
+        return f"--{name}" if value is None else f"--{name} {value}"
+    return f"{name}=" if value is None else f"{name}={value!r}"
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The segmentation model: backbone + head (+ training-only auxiliary head) + resize; loading it."""
+"""The segmentation model: backbone + head (+ training-only heads with their losses) + resize; loading it."""
 
 import importlib
 import os
@@ -6,6 +6,49 @@ import os
 import keras
 
 from segzoo.layers import ResizeLike
+
+
+@keras.saving.register_keras_serializable(package="segzoo")
+class TrainingHead:
+    """A head that runs only in training, with the losses of its output.
+
+    :class:`SegmentationModel` calls ``layer`` on the backbone's feature dict,
+    resizes its output to the input size (float32) and returns it as
+    ``"<name>_logits"`` beside ``"logits"``. Each ``(loss, weight)`` of
+    ``losses`` adds ``weight * loss(labels, prediction)`` to the training loss, where
+
+    - ``loss=None`` stands for the model's compiled loss (``compile(loss=...)``);
+    - ``prediction`` is this head's output, or, for a loss with
+      ``reads_outputs = True`` (e.g. :class:`segzoo.losses.BoundaryAwarenessLoss`),
+      the dict of every output (``"logits"`` and each ``"<name>_logits"``).
+
+    A head whose weights are all 0 does not run.
+
+    Args:
+        layer: a layer from the feature dict to logits at some stride.
+        losses: ``(loss, weight)`` pairs; ``loss`` is ``None`` or a serialisable
+            Keras loss. Default: the compiled loss with weight 1.
+    """
+
+    def __init__(self, layer, losses=((None, 1.0),)):
+        self.layer = layer
+        self.losses = [(loss, float(weight)) for loss, weight in losses]
+
+    @property
+    def active(self):
+        """Whether the head runs in training (a loss weight is not 0)."""
+        return any(weight != 0 for _, weight in self.losses)
+
+    def get_config(self):
+        return {"layer": keras.saving.serialize_keras_object(self.layer),
+                "losses": [{"loss": None if loss is None else keras.saving.serialize_keras_object(loss),
+                            "weight": weight} for loss, weight in self.losses]}
+
+    @classmethod
+    def from_config(cls, config):
+        losses = [(None if term["loss"] is None else keras.saving.deserialize_keras_object(term["loss"]),
+                   term["weight"]) for term in config["losses"]]
+        return cls(keras.saving.deserialize_keras_object(config["layer"]), losses)
 
 
 @keras.saving.register_keras_serializable(package="segzoo")
@@ -17,33 +60,63 @@ class SegmentationModel(keras.Model):
     ``num_classes == 1`` is binary segmentation with a sigmoid, otherwise a
     softmax over the classes. The model normalises its input itself.
 
-    An auxiliary head (DDRNet's, for instance) runs only when training: then
-    ``model(images, training=True)`` returns ``{"logits", "aux_logits"}`` and
-    :meth:`compute_loss` adds ``aux_loss_weight`` times the compiled loss (one
-    loss, as ``compile(loss=...)`` received it) of the auxiliary logits. Inference, evaluation and export see the logits alone.
+    Training-only heads (DDRNet's auxiliary head; PIDNet's auxiliary and
+    boundary heads) run only when training: then ``model(images, training=True)``
+    returns ``{"logits", "<name>_logits" for each head}`` and :meth:`compute_loss`
+    adds each head's weighted losses (:class:`TrainingHead`) to the compiled loss
+    of the logits. Inference, evaluation and export see the logits alone.
 
     Args:
         backbone: a :class:`segzoo.backbones.Backbone`.
         head: a layer mapping the backbone's feature dict to logits at some stride.
-        aux_head: optional layer mapping the feature dict to auxiliary logits.
+        aux_head: shorthand for ``training_heads={"aux": TrainingHead(aux_head,
+            [(None, aux_loss_weight)])}``: an auxiliary head trained with the
+            compiled loss (DDRNet); its output is ``"aux_logits"``.
         aux_loss_weight: weight of the auxiliary loss (0.4 in DDRNet's recipe).
+        training_heads: ``{name: TrainingHead}``, the heads that exist only in
+            training; each head's layer is the attribute ``<name>_head``
+            (``model.aux_head``...). ``name`` must be an identifier.
         class_names: optional names of the predicted classes (index = class id;
             two for a binary model), kept in the saved model for predictions.
         class_colors: optional ``(r, g, b)`` per class, likewise.
     """
 
-    def __init__(self, backbone, head, aux_head=None, aux_loss_weight=0.4, class_names=None,
-                 class_colors=None, **kwargs):
+    def __init__(self, backbone, head, aux_head=None, aux_loss_weight=0.4, training_heads=None,
+                 class_names=None, class_colors=None, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.head = head
-        self.aux_head = aux_head
-        self.aux_loss_weight = float(aux_loss_weight)
+        heads = dict(training_heads or {})
+        if aux_head is not None:
+            if "aux" in heads:
+                raise ValueError("Pass the auxiliary head as aux_head or as training_heads['aux'], not both.")
+            heads = {"aux": TrainingHead(aux_head, [(None, aux_loss_weight)]), **heads}
+        for name, training_head in heads.items():
+            if not name.isidentifier() or name == "logits":
+                raise ValueError(f"Training head names must be identifiers other than 'logits'; got {name!r}.")
+            if not isinstance(training_head, TrainingHead):
+                raise TypeError(f"training_heads[{name!r}] must be a TrainingHead; "
+                                f"got {type(training_head).__name__}.")
+            setattr(self, f"{name}_head", training_head.layer)  # tracked: its weights save as <name>_head
+        self._training_heads = heads
+        if "aux" not in heads:
+            self.aux_head = None
         self.set_classes(class_names, class_colors)
         # float32 logits: losses and argmax are stable under mixed precision.
         self.resize = ResizeLike(dtype="float32", name="resize_to_input")
-        self._aux_loss_source = self._aux_loss_fn = None
+        self._compiled_loss_source = self._compiled_loss_fn = None
         self.build(backbone.input_shape)
+
+    @property
+    def training_heads(self):
+        """``{name: TrainingHead}``, the heads that run only in training (a copy)."""
+        return dict(self._training_heads)
+
+    @property
+    def aux_loss_weight(self):
+        """Weight of the auxiliary head's first loss (0 without an auxiliary head)."""
+        aux = self._training_heads.get("aux")
+        return aux.losses[0][1] if aux is not None and aux.losses else 0.0
 
     @property
     def num_classes(self):
@@ -69,8 +142,8 @@ class SegmentationModel(keras.Model):
         images = keras.KerasTensor(tuple(input_shape), dtype=self.input_dtype)
         features = self.backbone(images)
         self.resize([self.head(features), images])
-        if self.aux_head is not None:
-            self.aux_head(features)
+        for training_head in self._training_heads.values():
+            training_head.layer(features)
         self.built = True
 
     def _check_size(self, images):
@@ -88,28 +161,53 @@ class SegmentationModel(keras.Model):
         self._check_size(images)
         features = self.backbone(images, training=training)
         logits = self.resize([self.head(features, training=training), images])
-        if training and self.aux_head is not None and self.aux_loss_weight > 0:
-            aux_logits = self.resize([self.aux_head(features, training=training), images])
-            return {"logits": logits, "aux_logits": aux_logits}
-        return logits
+        if not training:
+            return logits
+        outputs = {f"{name}_logits": self.resize([training_head.layer(features, training=training), images])
+                   for name, training_head in self._training_heads.items() if training_head.active}
+        return {"logits": logits, **outputs} if outputs else logits
 
-    def _auxiliary_loss(self):
+    def _compiled_loss(self):
         """The compiled loss (``self.loss``, set by ``compile``) as a callable, or None."""
-        if self._aux_loss_source is not self.loss:
-            self._aux_loss_source = self.loss
-            self._aux_loss_fn = keras.losses.get(self.loss) if self.loss is not None else None
-        return self._aux_loss_fn
+        if self._compiled_loss_source is not self.loss:
+            self._compiled_loss_source = self.loss
+            self._compiled_loss_fn = keras.losses.get(self.loss) if self.loss is not None else None
+        return self._compiled_loss_fn
+
+    def training_loss_terms(self, y, y_pred, sample_weight=None):
+        """The weighted loss terms of the training heads, ``{"<head>/<loss name>": float32 scalar}``.
+
+        Args:
+            y: the labels.
+            y_pred: the dict that ``model(images, training=True)`` returns.
+            sample_weight: passed to the losses (segzoo's own losses refuse one).
+
+        Each value is ``weight * loss``; terms with weight 0, and those of the
+        compiled loss when nothing is compiled, are left out.
+        """
+        terms = {}
+        compiled = self._compiled_loss()
+        for name, training_head in self._training_heads.items():
+            if not training_head.active:
+                continue
+            for index, (loss, weight) in enumerate(training_head.losses):
+                loss_fn = compiled if loss is None else loss
+                if weight == 0 or loss_fn is None:
+                    continue
+                prediction = y_pred if getattr(loss_fn, "reads_outputs", False) else y_pred[f"{name}_logits"]
+                label = "compiled" if loss is None else getattr(loss, "name", None) or f"loss{index}"
+                value = keras.ops.cast(loss_fn(y, prediction, sample_weight), "float32")
+                terms[f"{name}/{label}"] = weight * value
+        return terms
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The compiled loss on the logits, plus ``aux_loss_weight`` x the same loss on the auxiliary logits."""
+        """The compiled loss on the logits, plus every training head's weighted losses."""
         if not isinstance(y_pred, dict):
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
         loss = super().compute_loss(x, y, y_pred["logits"], sample_weight, training=training)
-        aux_loss_fn = self._auxiliary_loss()
-        if aux_loss_fn is None:
-            return loss
-        aux_loss = aux_loss_fn(y, y_pred["aux_logits"], sample_weight)
-        return loss + self.aux_loss_weight * keras.ops.cast(aux_loss, loss.dtype)
+        for value in self.training_loss_terms(y, y_pred, sample_weight).values():
+            loss = loss + keras.ops.cast(value, loss.dtype)
+        return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Metrics on the main logits only."""
@@ -122,9 +220,8 @@ class SegmentationModel(keras.Model):
         config.update(
             backbone=keras.saving.serialize_keras_object(self.backbone),
             head=keras.saving.serialize_keras_object(self.head),
-            aux_head=(keras.saving.serialize_keras_object(self.aux_head)
-                      if self.aux_head is not None else None),
-            aux_loss_weight=self.aux_loss_weight,
+            training_heads={name: keras.saving.serialize_keras_object(training_head)
+                            for name, training_head in self._training_heads.items()},
             class_names=self.class_names,
             class_colors=[list(color) for color in self.class_colors] if self.class_colors else None,
         )
@@ -132,10 +229,14 @@ class SegmentationModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """Also reads configs of earlier versions, whose auxiliary head was ``aux_head``/``aux_loss_weight``."""
         config = dict(config)
         for key in ("backbone", "head", "aux_head"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        if config.get("training_heads"):
+            config["training_heads"] = {name: keras.saving.deserialize_keras_object(head)
+                                        for name, head in config["training_heads"].items()}
         return cls(**config)
 
 

@@ -125,9 +125,10 @@ def _ddrnet_builder(variant, head_channels):
         aux_head = DDRNetSegmentHead(num_classes, head_args["head_channels"], feature_key="high_stage3",
                                      name="aux_head")
         if weights == "imagenet":  # converted once from the authors' checkpoint, see segzoo.weights
-            from segzoo.weights import load_imagenet_weights
+            from segzoo.backbones.ddrnet_weights import OFFICIAL_CHECKPOINTS, REPOSITORY
+            from segzoo.backbones.pretrained import load_imagenet_weights
 
-            load_imagenet_weights(backbone, variant)
+            load_imagenet_weights(backbone, variant, OFFICIAL_CHECKPOINTS[variant].get("imagenet"), REPOSITORY)
         return SegmentationModel(backbone, head, aux_head=aux_head, aux_loss_weight=aux_loss_weight,
                                  name=variant)
 
@@ -155,6 +156,79 @@ register_preset(Preset(
                 "the most accurate; training-only auxiliary head.",
     build=_ddrnet_builder("ddrnet39", head_channels=256),
     params=32404290, gmacs=41.182, source=_DDRNET_SOURCE))
+
+
+def _pidnet_builder(variant, ppm_channels, head_channels, ppm, fusion):
+    """The ``build`` function of a PIDNet preset: trunk, PIDNetHead, auxiliary and boundary heads.
+
+    The training-only heads and their losses follow the paper (official
+    ``FullModel``): the auxiliary head (P branch, official ``seghead_p``) with
+    plain cross-entropy, weight ``aux_loss_weight`` (0.4); the boundary head
+    (D branch, ``seghead_d``) with :class:`segzoo.losses.BoundaryLoss`, weight
+    ``boundary_loss_weight`` (20), and :class:`segzoo.losses.BoundaryAwarenessLoss`
+    (OHEM cross-entropy on the final logits where the boundary is confident),
+    weight ``boundary_awareness_weight`` (1). The final logits take the
+    compiled loss (the paper: OHEM cross-entropy, weight 1). A binary model
+    (``num_classes=1``) uses binary cross-entropy in place of cross-entropy.
+    """
+
+    def build(num_classes, input_shape, weights, aux_loss_weight=0.4, boundary_loss_weight=20.0,
+              boundary_awareness_weight=1.0, **head_overrides):
+        from segzoo.backbones.pidnet import PIDNET_VARIANTS, PIDNetBackbone
+        from segzoo.heads.ddrnet import DDRNetSegmentHead
+        from segzoo.heads.pidnet import PIDNetHead
+        from segzoo.losses import BinaryCrossEntropy, BoundaryAwarenessLoss, BoundaryLoss, CrossEntropy
+        from segzoo.models import SegmentationModel, TrainingHead
+
+        head_args = {"ppm_channels": ppm_channels, "head_channels": head_channels, "ppm": ppm,
+                     "fusion": fusion, **head_overrides}
+        backbone = PIDNetBackbone(**PIDNET_VARIANTS[variant], input_shape=input_shape,
+                                  name=f"{variant}_backbone")
+        head = PIDNetHead(num_classes, **head_args, name="head")
+        planes = PIDNET_VARIANTS[variant]["planes"]
+        aux_head = DDRNetSegmentHead(num_classes, head_args["head_channels"], feature_key="p_stage3",
+                                     name="seghead_p")
+        boundary_head = DDRNetSegmentHead(1, planes, feature_key="d_stage4", name="seghead_d")
+        if num_classes == 1:
+            plain, semantic = BinaryCrossEntropy(), BinaryCrossEntropy()
+        else:
+            plain, semantic = CrossEntropy(), CrossEntropy(ohem_threshold=0.9, ohem_min_kept=131072)
+        training_heads = {
+            "aux": TrainingHead(aux_head, [(plain, aux_loss_weight)]),
+            "boundary": TrainingHead(boundary_head, [(BoundaryLoss(), boundary_loss_weight),
+                                                     (BoundaryAwarenessLoss(semantic), boundary_awareness_weight)]),
+        }
+        if weights == "imagenet":  # converted once from the authors' checkpoint, see segzoo.weights
+            from segzoo.backbones.pidnet_weights import OFFICIAL_CHECKPOINTS, REPOSITORY
+            from segzoo.backbones.pretrained import load_imagenet_weights
+
+            load_imagenet_weights(backbone, variant, OFFICIAL_CHECKPOINTS[variant]["imagenet"], REPOSITORY)
+        return SegmentationModel(backbone, head, training_heads=training_heads, name=variant)
+
+    return build
+
+
+_PIDNET_SOURCE = "Xu et al. 2023 (arXiv 2206.02066), official code github.com/XuJiacong/PIDNet"
+
+register_preset(Preset(
+    name="pidnet_s", title="PIDNet-S",
+    description="three-branch network (DDRNet's dual resolution plus a boundary branch; PAPPM, "
+                "Light-Bag fusion), the fastest PIDNet; training-only auxiliary and boundary heads.",
+    build=_pidnet_builder("pidnet_s", ppm_channels=96, head_channels=128, ppm="pappm", fusion="light_bag"),
+    params=7647778, gmacs=6.914, source=_PIDNET_SOURCE))
+
+register_preset(Preset(
+    name="pidnet_m", title="PIDNet-M",
+    description="PIDNet-S with twice the channels (planes 64); training-only auxiliary and boundary heads.",
+    build=_pidnet_builder("pidnet_m", ppm_channels=96, head_channels=128, ppm="pappm", fusion="light_bag"),
+    params=28582850, gmacs=26.004, source=_PIDNET_SOURCE))
+
+register_preset(Preset(
+    name="pidnet_l", title="PIDNet-L",
+    description="deeper PIDNet (m=3, n=4, planes 64; DAPPM, Bag fusion, head 256), the most accurate; "
+                "training-only auxiliary and boundary heads.",
+    build=_pidnet_builder("pidnet_l", ppm_channels=112, head_channels=256, ppm="dappm", fusion="bag"),
+    params=36986626, gmacs=40.292, source=_PIDNET_SOURCE))
 
 
 def markdown_table() -> str:

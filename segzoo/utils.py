@@ -94,7 +94,11 @@ def count_flops(model, input_shape=None) -> int:
 
 
 def count_params(model) -> int:
-    """Number of weights used at inference: all of ``model`` except a training-only auxiliary head."""
-    aux_head = getattr(model, "aux_head", None)
-    aux = aux_head.count_params() if aux_head is not None else 0
-    return model.count_params() - aux
+    """Number of weights used at inference: all of ``model`` except its training-only heads."""
+    heads = getattr(model, "training_heads", None)
+    if heads is not None:
+        training_only = sum(head.layer.count_params() for head in heads.values())
+    else:
+        aux_head = getattr(model, "aux_head", None)
+        training_only = aux_head.count_params() if aux_head is not None else 0
+    return model.count_params() - training_only

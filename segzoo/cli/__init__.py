@@ -32,7 +32,7 @@ COMMANDS = {
     "camera": ("camera", "segment a webcam stream live"),
     "export": ("export", "export a checkpoint to SavedModel, LiteRT or ONNX, checked against Keras"),
     "augment": ("augment", "write a dataset with N augmented copies of every image"),
-    "convert": ("convert", "convert an official DDRNet checkpoint to segzoo weights"),
+    "convert": ("convert", "convert an official DDRNet or PIDNet checkpoint to segzoo weights"),
 }
 
 EXIT_USER_ERROR = 2

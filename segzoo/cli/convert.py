@@ -1,13 +1,16 @@
-"""Convert an official DDRNet checkpoint (github.com/ydhongHIT/DDRNet) to segzoo weights.
+"""Convert an official DDRNet (github.com/ydhongHIT/DDRNet) or PIDNet (github.com/XuJiacong/PIDNet)
+checkpoint to segzoo weights.
 
 ImageNet trunk, cached where presets.from_name(..., weights="imagenet") looks::
 
     segzoo convert DDRNet23s_imagenet.pth --preset ddrnet23_slim --imagenet
+    segzoo convert PIDNet_S_ImageNet.pth.tar --preset pidnet_s --imagenet
 
 A segmentation checkpoint (e.g. Cityscapes, 19 classes) to a .weights.h5 file::
 
     segzoo convert best_val_smaller.pth --preset ddrnet23_slim \\
         --output ddrnet23_slim_cityscapes.weights.h5
+    segzoo convert PIDNet_S_Cityscapes_val.pt --preset pidnet_s --output pidnet_s_cityscapes.weights.h5
 
 No PyTorch needed. See segzoo.weights for where to download each checkpoint.
 """
@@ -16,7 +19,7 @@ No PyTorch needed. See segzoo.weights for where to download each checkpoint.
 def add_arguments(parser):
     from segzoo import weights
 
-    parser.add_argument("checkpoint", help="the authors' .pth file")
+    parser.add_argument("checkpoint", help="the authors' .pth / .pt / .pth.tar file")
     parser.add_argument("--preset", required=True, choices=sorted(weights.OFFICIAL_CHECKPOINTS))
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--imagenet", action="store_true",
@@ -33,5 +36,5 @@ def run(args):
         path = weights.install_imagenet_weights(args.checkpoint, args.preset)
     else:
         path = args.output
-        weights.convert_ddrnet(args.checkpoint, args.preset, num_classes=args.num_classes, output=path)
+        weights.convert(args.checkpoint, args.preset, num_classes=args.num_classes, output=path)
     print(f"Wrote {path}")

@@ -2,5 +2,6 @@
 
 from segzoo.heads.ddrnet import DAPPM, DDRNetHead, DDRNetSegmentHead
 from segzoo.heads.deeplabv3plus import ASPP, DeepLabV3PlusHead
+from segzoo.heads.pidnet import PAPPM, Bag, LightBag, PIDNetHead
 
-__all__ = ["ASPP", "DAPPM", "DDRNetHead", "DDRNetSegmentHead", "DeepLabV3PlusHead"]
+__all__ = ["ASPP", "Bag", "DAPPM", "DDRNetHead", "DDRNetSegmentHead", "DeepLabV3PlusHead", "LightBag", "PAPPM", "PIDNetHead"]

@@ -2,7 +2,8 @@
 
 Softmax models (``C >= 2`` channels): :class:`CrossEntropy` (class weights,
 label smoothing, OHEM) and :class:`FocalLoss`. Binary models (1 channel):
-:class:`BinaryCrossEntropy` and :class:`BinaryFocalLoss`. Every loss ignores
+:class:`BinaryCrossEntropy` and :class:`BinaryFocalLoss`. PIDNet's boundary head:
+:class:`BoundaryLoss` and :class:`BoundaryAwarenessLoss`. Every loss ignores
 pixels labelled ``ignore_index`` (255) and returns the float32 mean over the
 pixels that count (0 when none does). See :mod:`segzoo.losses.base`.
 
@@ -11,6 +12,7 @@ pixels that count (0 when none does). See :mod:`segzoo.losses.base`.
 
 from segzoo.losses.base import SegmentationLoss
 from segzoo.losses.binary import BinaryCrossEntropy
+from segzoo.losses.boundary import BoundaryAwarenessLoss, BoundaryLoss, boundary_targets
 from segzoo.losses.cross_entropy import CrossEntropy
 from segzoo.losses.focal import BinaryFocalLoss, FocalLoss
 
@@ -36,4 +38,4 @@ def get(name, **kwargs):
     return loss_class(**kwargs)
 
 
-__all__ = ["LOSSES", "BinaryCrossEntropy", "BinaryFocalLoss", "CrossEntropy", "FocalLoss", "SegmentationLoss", "get"]
+__all__ = ["LOSSES", "BinaryCrossEntropy", "BinaryFocalLoss", "BoundaryAwarenessLoss", "BoundaryLoss", "CrossEntropy", "FocalLoss", "SegmentationLoss", "boundary_targets", "get"]

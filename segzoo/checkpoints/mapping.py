@@ -1,0 +1,151 @@
+"""Copying an official PyTorch state dict into a Keras model by a name map, for every family.
+
+A family's name map is ``{official module path: Keras layer}`` (see
+:func:`segzoo.backbones.ddrnet_weights.official_layers`, :func:`segzoo.backbones.pidnet_weights.official_layers`).
+:func:`assign_state` checks every key of the state dict against it, then
+assigns everything or nothing. Parameter names: convolutions ``weight`` (OIHW
+-> Keras HWIO ``kernel``) and ``bias``; batch norm ``weight``/``bias``/
+``running_mean``/``running_var`` -> ``gamma``/``beta``/``moving_mean``/
+``moving_variance``; ``num_batches_tracked`` is ignored.
+"""
+
+import logging
+
+import keras
+import numpy as np
+
+from segzoo.checkpoints.torch_file import CheckpointError
+
+logger = logging.getLogger("segzoo.weights")
+
+#: PyTorch OIHW convolution weights -> Keras HWIO kernels.
+_OIHW_TO_HWIO = (2, 3, 1, 0)
+
+
+def official_module_name(layer_name):
+    """The official module path of a head sublayer named ``<module>_<index>`` or ``<name>``.
+
+    Head layers are named after the official modules with the last ``.``
+    replaced by ``_`` (``scale1_1`` is ``scale1.1``, ``scale_process_2`` is
+    ``scale_process.2``); names without a trailing index (``bn1``) are kept.
+    """
+    stem, _, index = layer_name.rpartition("_")
+    return f"{stem}.{index}" if stem and index.isdigit() else layer_name
+
+
+def sublayer_paths(prefix, parent):
+    """``{f"{prefix}.<official name>": layer}`` for every layer with weights inside ``parent``."""
+    layers = {}
+    for layer in parent._flatten_layers(include_self=False):
+        if layer.weights and not layer._flatten_layers(include_self=False):
+            layers[f"{prefix}.{official_module_name(layer.name)}"] = layer
+        elif layer.weights:  # a nested segzoo layer (e.g. a fusion module inside a head)
+            layers.update(sublayer_paths(f"{prefix}.{layer.name}", layer))
+    return layers
+
+
+def targets(layer):
+    """Official parameter name -> (Keras variable, axis permutation from PyTorch's layout or None)."""
+    if isinstance(layer, keras.layers.Conv2D):
+        found = {"weight": (layer.kernel, _OIHW_TO_HWIO)}
+        if layer.use_bias:
+            found["bias"] = (layer.bias, None)
+        return found
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return {"weight": (layer.gamma, None), "bias": (layer.beta, None),
+                "running_mean": (layer.moving_mean, None), "running_var": (layer.moving_variance, None)}
+    raise TypeError(f"No official parameters known for {type(layer).__name__} {layer.name}.")
+
+
+def _torch_shape(variable, permutation):
+    """The PyTorch shape of the parameter that fills ``variable``."""
+    shape = tuple(variable.shape)
+    return shape if permutation is None else tuple(shape[axis] for axis in np.argsort(permutation))
+
+
+def _list(keys, limit=20):
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def assign_state(model, state, layers, *, head_modules, segmentation_modules, optional_modules=(),
+                 ignored_modules=(), trunk_extras_ignored=False, source="checkpoint", hint=""):
+    """Copy ``state`` into the layers of ``layers``; nothing is assigned unless everything fits.
+
+    Args:
+        model: the Keras model (for messages).
+        state: ``{official key: numpy array}``, prefixes already removed.
+        layers: ``{official module path: Keras layer}``, every layer with weights.
+        head_modules: top-level official modules of the heads, in the order
+            messages name them. A state dict with none of
+            ``segmentation_modules`` is a trunk (an ImageNet checkpoint): head
+            modules absent from it keep their initialisation.
+        segmentation_modules: modules whose presence makes a segmentation checkpoint.
+        optional_modules: modules a segmentation checkpoint may lack (training-only
+            heads); they then keep their initialisation.
+        ignored_modules: top-level modules of the official code that the model has
+            no use for (a classifier, the training criterion's buffers).
+        trunk_extras_ignored: in a trunk checkpoint, ignore (and log) top-level
+            modules the model does not have (an ImageNet classifier of unknown names).
+        source: how to name the checkpoint in messages.
+        hint: appended to the error message.
+
+    Returns:
+        The names of the modules left at their initialisation (also logged).
+
+    Raises:
+        CheckpointError: listing the missing, unexpected and mis-shaped keys.
+    """
+    expected = {f"{path}.{param}": target for path, layer in layers.items()
+                for param, target in targets(layer).items()}
+    used = {k: v for k, v in state.items()
+            if not k.endswith(".num_batches_tracked") and k.split(".", 1)[0] not in ignored_modules}
+    present = {k.split(".", 1)[0] for k in used}
+    trunk = not present & set(segmentation_modules)
+    may_skip = head_modules if trunk else optional_modules
+    skipped = [module for module in may_skip if module not in present]
+    if trunk and trunk_extras_ignored:
+        known = {path.split(".", 1)[0] for path in layers}
+        extras = sorted({k for k in used if k.split(".", 1)[0] not in known})
+        if extras:
+            logger.info("%s: ignoring %d keys of modules the segmentation model has no use for "
+                        "(an ImageNet classifier): %s.", source, len(extras), _list(extras))
+            used = {k: v for k, v in used.items() if k not in extras}
+    expected_here = {k: v for k, v in expected.items() if k.split(".", 1)[0] not in skipped}
+
+    missing = set(expected_here) - set(used)
+    unexpected = set(used) - set(expected)
+    misshaped = []
+    assignments = []
+    for key in sorted(set(used) & set(expected_here)):
+        variable, permutation = expected_here[key]
+        value, needed = used[key], _torch_shape(variable, permutation)
+        if tuple(value.shape) != needed:
+            misshaped.append(f"{key}: checkpoint {tuple(value.shape)}, model needs {needed}")
+        else:
+            assignments.append((variable, value if permutation is None else np.transpose(value, permutation)))
+    problems = []
+    if missing:
+        problems.append(f"missing from the checkpoint: {_list(missing)}")
+    if unexpected:
+        problems.append(f"not in the model: {_list(unexpected)}")
+    if misshaped:
+        problems.append("shapes differ: " + "; ".join(misshaped[:20]))
+    if problems:
+        raise CheckpointError(f"{source} does not fit {model.name} ({model.num_classes} classes): "
+                              + ". ".join(problems) + "." + hint)
+    for variable, value in assignments:
+        variable.assign(value.astype(variable.dtype))
+    if skipped:
+        logger.info("%s: %s not in the checkpoint, left at %s initialisation.", source,
+                    " and ".join(skipped), "their" if len(skipped) > 1 else "its")
+    return skipped
+
+
+def num_classes_of(state, key, source, head):
+    """Classes of a full checkpoint: output channels of its final convolution ``key``."""
+    if key not in state:
+        raise CheckpointError(f"{source} has no segmentation head ({head}.*): an ImageNet trunk. "
+                              f"Pass num_classes for the new head.")
+    return int(state[key].shape[0])
