@@ -100,7 +100,7 @@ def test_every_submodule_is_reachable_from_the_package():
     import segzoo
 
     package = os.path.dirname(segzoo.__file__)
-    modules = {name[:-3] for name in os.listdir(package) if name.endswith(".py") and name != "__init__.py"}
+    modules = {name[:-3] for name in os.listdir(package) if name.endswith(".py") and name not in ("__init__.py", "__main__.py")}
     modules |= {name for name in os.listdir(package) if os.path.isfile(os.path.join(package, name, "__init__.py"))}
     assert modules == set(segzoo._SUBMODULES)
     assert segzoo.presets.list_presets()
