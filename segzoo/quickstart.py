@@ -36,7 +36,7 @@ from segzoo.training import TrainConfig, train
 logger = logging.getLogger(__name__)
 
 #: Minutes the quickstart keeps for the steps after training (evaluation, video, export) within its budget.
-AFTER_TRAINING_MINUTES = 1.5
+AFTER_TRAINING_MINUTES = 1.0
 
 
 def _field(default, help, **metadata):

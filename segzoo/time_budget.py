@@ -4,15 +4,16 @@
 that builds the train step), works out how many epochs fit in what is left of the
 budget, shortens the learning-rate schedule to end there (so the run still decays
 fully and converges), says what it chose, and stops at that epoch.
-After every epoch it re-plans with the measured epoch time (validation included):
+After every epoch it re-plans with the median measured epoch time (validation included):
 when fewer epochs fit than it chose, the schedule is shortened again, so the run
-never overruns and still ends with a fully decayed learning rate.
+keeps to its budget (within about one epoch) and still ends with a fully decayed learning rate.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 
 import keras
@@ -55,6 +56,7 @@ class TimeBudget(keras.callbacks.Callback):
         self._first_epoch = None
         self._build_seconds = 0.0
         self._untimed_epochs = 0  # epochs that rebuilt the train step: not typical of the others
+        self._epoch_seconds = []
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
@@ -88,8 +90,10 @@ class TimeBudget(keras.callbacks.Callback):
         if self._untimed_epochs:
             self._untimed_epochs -= 1
             return
-        # re-plan with the measured epoch time (validation included): end the schedule sooner, never overrun
-        epoch_seconds, left = now - self._epoch_start, self.seconds - (now - self._start)
+        # re-plan with the measured epoch times (validation included; the median, so that one slow epoch
+        # on a shared machine does not cut the run short): end the schedule sooner, never overrun
+        self._epoch_seconds.append(now - self._epoch_start)
+        epoch_seconds, left = statistics.median(self._epoch_seconds), self.seconds - (now - self._start)
         if (self.chosen_epochs - epoch - 1) * epoch_seconds <= left:
             return  # the plan still fits
         # a shorter plan costs one rebuild of the train step
