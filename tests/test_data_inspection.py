@@ -65,7 +65,8 @@ def test_median_frequency_weights():
 
 
 def test_a_datumaro_export_with_unannotated_frames_and_absent_classes(export):
-    report = inspect(export, progress=False)
+    report = inspect(export, samples=2, progress=False)
+    assert [item_id for item_id, _ in report.samples] == ["f0", "f7"]  # annotated items first on the sheet
     assert report.kind == "cvat" and report.num_items == 8 and report.num_annotated == 1
     assert report.unannotated_ids == [f"f{i}" for i in range(1, 8)]
     assert report.image_sizes == {"48x32": 8}

@@ -273,29 +273,35 @@ def inspect(data, images=None, binary=False, data_dir=None, val_ratio=DEFAULT_VA
                 meta["ignore_index"])
             total = sum(split.num_examples for split in opened.info.splits.values())
             items = _tfds_items(opened)
-            unlabelled = None
+            unlabelled = sample_ids = None
         else:
             names, colors, ignore = list(opened.class_names), list(opened.colors), opened.ignore_index
             split = split_ids(opened.ids, opened.subsets(), val_ratio, seed, where=opened.root)
             side = {**{i: TRAIN for i in split.train}, **{i: VALIDATION for i in split.validation}}
             total, items = len(opened.ids), _reader_items(opened, side)
             unlabelled = set(opened.unlabelled_ids) if kind == "cvat" else None
+            # the contact sheet shows annotated items first (an export may be mostly empty frames)
+            order = [i for i in opened.ids if i not in (unlabelled or ())] + sorted(unlabelled or ())
+            sample_ids = {order[int(k)] for k in np.linspace(0, len(order) - 1, min(samples, len(order))).round()} \
+                if samples > 0 and order else set()
         report = DatasetReport(source=os.fspath(data), kind=kind, class_names=names, colors=colors,
                                ignore_index=ignore, class_pixels=np.zeros(len(names), np.int64),
                                class_images=np.zeros(len(names), np.int64),
                                image_pixels=np.zeros(len(names), np.int64))
-        _collect(report, items, total, unlabelled, samples, progress)
+        _collect(report, items, total, unlabelled, samples, sample_ids, progress)
     finally:
         if kind != "tfds":
             opened.close()
     return report
 
 
-def _collect(report, items, total, unlabelled, samples, progress):
+def _collect(report, items, total, unlabelled, samples, sample_ids, progress):
+    """Fill ``report`` from ``items``; keep overlays of the ids ``sample_ids`` (``None``: ``samples``
+    items evenly spaced in reading order)."""
     num_classes = report.num_classes
     sizes, hashes = collections.Counter(), collections.defaultdict(list)
     sample_at = set(np.linspace(0, max(total - 1, 0), min(samples, total)).round().astype(int).tolist()) \
-        if samples > 0 else set()
+        if samples > 0 and sample_ids is None else set()
     for index, (split, item_id, image, label, error) in enumerate(
             tqdm(items, total=total, desc="inspecting", unit="image", disable=not progress)):
         report.num_items += 1
@@ -333,7 +339,7 @@ def _collect(report, items, total, unlabelled, samples, progress):
             entry["class_pixels"] += counts
             entry["class_images"] += present
             entry["image_pixels"] += present * int(counts.sum())
-        if index in sample_at:
+        if index in sample_at or (sample_ids is not None and item_id in sample_ids):
             report.samples.append((item_id, _thumbnail(overlay_label(image, label, report.colors,
                                                                      report.ignore_index))))
     report.image_sizes = dict(sizes.most_common())
