@@ -146,7 +146,17 @@ def test_prediction_to_cvat_zip_reads_back_identically_in_datumaro_and_read_cvat
         np.testing.assert_array_equal(label, predicted[item_id])
 
 
-def test_all_background_gets_no_mask_and_a_binary_model_names_its_class(tmp_path):
+def test_all_background_gets_no_mask_and_a_binary_model_names_its_class(folder, tmp_path):
+    from segzoo.inference import model_classes
+
+    binary = SegmentationModel(TinyBackbone(), TinyHead(1), class_names=["background", "defect"],
+                               class_colors=[(0, 0, 0), (255, 0, 0)])
+    names, colors = model_classes(binary)
+    result = prediction.predict_folder(FramePredictor(binary), folder, tmp_path / "out", names, colors,
+                                       formats=("cvat",), progress=False)
+    assert set(result["class_pixels"]) == {"background", "defect"}
+    dataset = read_cvat(result["cvat_zip"], images=folder)
+    assert dataset.class_names == ["background", "defect"] and len(dataset) == 4
     path = write_cvat_zip(tmp_path / "binary.zip", [("empty", np.zeros(SIZE, np.uint8)),
                                                     ("one", np.pad(np.ones((4, 4), np.uint8), 8))],
                           ["background", "defect"], [(9, 9, 9), (255, 0, 0)])
@@ -198,7 +208,9 @@ def test_out_of_distribution_images_rank_first_and_near_duplicates_go_last(train
     assert len(os.listdir(written["copied"])) >= 1
 
 
-def test_commands_run_on_the_quickstart_sample(trained, tmp_path, capsys):
+def test_commands_run_on_the_quickstart_sample_and_a_datumaro_export(trained, tmp_path, capsys):
+    from test_data_inspection import datumaro_export
+
     _, checkpoint = trained
     sample = make_cvat_sample(tmp_path / "sample", num_images=4, image_size=SIZE, video_frames=0,
                               num_backgrounds=1, save_images=False)
@@ -213,3 +225,11 @@ def test_commands_run_on_the_quickstart_sample(trained, tmp_path, capsys):
                      str(tmp_path / "rank"), "--top", "2", "--score", "margin", "--input_size", "32", "48"]) == 0
     assert "4 images ranked" in capsys.readouterr().out
     assert len(open(tmp_path / "rank" / prediction.TOP_LIST).read().split()) == 2
+    export = datumaro_export(tmp_path / "export")  # the images of an export datumaro wrote, as CVAT does
+    out = tmp_path / "from_export"
+    assert cli.main(["predict", "--checkpoint", checkpoint, "--images", str(export / "JPEGImages"), "--output",
+                     str(out), "--format", "cvat", "--runtime", "keras"]) == 0
+    assert read_cvat(out / prediction.CVAT_ZIP, images=export / "JPEGImages").ids == read_cvat(export).ids
+    assert cli.main(["rank", "--checkpoint", checkpoint, "--images", str(export / "JPEGImages"), "--output",
+                     str(tmp_path / "rank_export")]) == 0
+    assert "8 images ranked (1 near-duplicates moved last)" in capsys.readouterr().out  # f2 and f3 are one picture
