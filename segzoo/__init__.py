@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "backbones", "cli", "constants", "data", "distributed", "errors", "evaluation", "export", "folding", "heads", "inference",
-    "layers", "losses", "metrics", "models", "postprocess", "presets", "quickstart", "schedules",
+    "layers", "losses", "metrics", "models", "postprocess", "prediction", "presets", "quickstart", "schedules",
     "training", "utils", "weights",
 )
 
