@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export", "folding",
-    "heads", "inference", "layers", "losses", "metrics", "models", "plots", "postprocess", "presets", "quickstart",
-    "report", "schedules", "time_budget", "training", "utils", "weights",
+    "heads", "inference", "layers", "losses", "metrics", "models", "plots", "postprocess", "prediction", "presets",
+    "quickstart", "report", "schedules", "time_budget", "training", "utils", "weights",
 )
 
 

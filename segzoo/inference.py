@@ -124,7 +124,8 @@ class FramePredictor:
         """Forget the smoothing history (at a cut or a new stream)."""
         self._average = None
 
-    def _model_size(self, frame_shape):
+    def model_size(self, frame_shape):
+        """The ``(H, W)`` the model runs at for a frame of ``frame_shape`` (see ``input_size``)."""
         if self.input_size:
             return self.input_size
         fixed = self.model.backbone.input_shape[1:3]
@@ -133,23 +134,55 @@ class FramePredictor:
         divisor = self.model.size_divisor
         return tuple(max(divisor, int(round(s / divisor)) * divisor) for s in frame_shape[:2])
 
-    def predict(self, frame):
-        """Class ids ``uint8 (H, W)`` and probabilities ``float32 (H, W, K)`` for one RGB ``uint8`` frame."""
-        height, width = frame.shape[:2]
-        model_height, model_width = self._model_size(frame.shape)
-        resized = cv2.resize(frame, (model_width, model_height), interpolation=cv2.INTER_LINEAR)
-        logits = self._forward(resized[None].astype(np.float32))
-        probabilities = keras.ops.convert_to_numpy(postprocess.probabilities(logits))[0]
-        if self.smoothing and self._average is not None and self._average.shape == probabilities.shape:
-            probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
-        self._average = probabilities
-        probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
-        if probabilities.ndim == 2:  # cv2 drops a trailing axis of size 1
-            probabilities = probabilities[..., None]
+    def probabilities(self, images):
+        """Class probabilities ``float32 (B, H, W, K)`` (numpy) of float32 RGB 0..255 ``images (B, H, W, 3)``.
+
+        ``H`` and ``W`` must suit the model (multiples of its size divisor); no
+        resizing and no smoothing. Runs on :attr:`runtime`.
+        """
+        return keras.ops.convert_to_numpy(postprocess.probabilities(self._forward(images)))
+
+    def _to_frame(self, probabilities, size):
+        """Probabilities resized to the frame ``size`` ``(H, W)``, and the class ids they give."""
+        height, width = size
+        if probabilities.shape[:2] != (height, width):
+            probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
+            if probabilities.ndim == 2:  # cv2 drops a trailing axis of size 1
+                probabilities = probabilities[..., None]
         classes = probabilities.argmax(axis=-1).astype(np.uint8)
         if self.keep_largest:
             classes = keep_largest_regions(classes, self.keep_largest)
         return classes, probabilities
+
+    def _resized(self, frame):
+        model_height, model_width = self.model_size(frame.shape)
+        if frame.shape[:2] == (model_height, model_width):
+            return frame.astype(np.float32)
+        return cv2.resize(frame, (model_width, model_height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+    def predict(self, frame):
+        """Class ids ``uint8 (H, W)`` and probabilities ``float32 (H, W, K)`` for one RGB ``uint8`` frame."""
+        probabilities = self.probabilities(self._resized(frame)[None])[0]
+        if self.smoothing and self._average is not None and self._average.shape == probabilities.shape:
+            probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
+        self._average = probabilities
+        return self._to_frame(probabilities, frame.shape[:2])
+
+    def predict_batch(self, frames):
+        """:meth:`predict` for several independent RGB ``uint8`` images (no smoothing), batched.
+
+        Images that the model runs at the same size go through it in one batch.
+        Returns a list of ``(class ids uint8 (H, W), probabilities float32 (H, W, K))``
+        at each image's own size, in the order of ``frames``.
+        """
+        resized = [self._resized(frame) for frame in frames]
+        results = [None] * len(frames)
+        for size in dict.fromkeys(r.shape for r in resized):
+            indices = [i for i, r in enumerate(resized) if r.shape == size]
+            probabilities = self.probabilities(np.stack([resized[i] for i in indices]))
+            for i, p in zip(indices, probabilities):
+                results[i] = self._to_frame(p, frames[i].shape[:2])
+        return results
 
 
 def draw_overlay(frame, classes, colors, class_names, fps=None, alpha=0.5):
@@ -328,8 +361,15 @@ def predictor_from_args(args):
     """``(FramePredictor, colors, class_names)`` from parsed :func:`add_predictor_arguments` flags
     and ``args.checkpoint``; names and colours come from the checkpoint when it has them."""
     model = load_model(args.checkpoint)
+    names, colors = model_classes(model)
+    predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest, args.runtime)
+    return predictor, colors, names
+
+
+def model_classes(model):
+    """``(class_names, colors)`` of the classes ``model`` predicts (two for a binary model): the ones
+    saved in the checkpoint, else ``class <i>`` in the Pascal VOC palette."""
     count = postprocess.num_output_classes(model.num_classes)
     names = model.class_names or [f"class {i}" for i in range(count)]
     colors = model.class_colors or [tuple(int(v) for v in c) for c in voc_palette(count)]
-    predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest, args.runtime)
-    return predictor, colors, names
+    return list(names), [tuple(int(v) for v in c) for c in colors]

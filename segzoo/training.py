@@ -58,6 +58,11 @@ def _field(default, help, **metadata):
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
+def _class_weight_value(text):
+    """One ``--class_weights`` value: a number, or ``auto``."""
+    return "auto" if str(text).strip().lower() == "auto" else float(text)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run needs; each field is a flag of ``examples/train.py``."""
@@ -75,7 +80,9 @@ class TrainConfig:
     steps_per_epoch: int = _field(None, "steps per epoch (default: one pass over the training split)")
     weights: str = _field("imagenet", "'imagenet' (pretrained backbone), 'none', or a .weights.h5 file")
     loss: str = _field("ce", "ce, focal, bce or binary_focal (the last two train a 1-channel sigmoid model)")
-    class_weights: tuple[float, ...] = _field(None, "per-class loss weights, one per class")
+    class_weights: tuple[float, ...] = _field(None, "per-class loss weights, one per class, or 'auto': median-"
+                                                    "frequency weights of the training split (segzoo inspect "
+                                                    "prints them)", type=_class_weight_value)
     ohem_threshold: float = _field(None, "OHEM: keep pixels whose true-class probability is below this (e.g. 0.9)")
     ohem_min_kept: int = _field(100000, "OHEM: keep at least this many pixels per batch")
     focal_gamma: float = _field(2.0, "focal losses: gamma")
@@ -115,6 +122,22 @@ class TrainConfig:
     seed: int = _field(0, "random seed")
     deterministic: bool = _field(False, "deterministic input pipeline (slower)")
     progress: int = _field(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+
+
+def resolve_class_weights(value, report=None):
+    """``TrainConfig.class_weights`` as the loss takes it: ``None``, or one float per class.
+
+    ``"auto"`` (or ``("auto",)``) takes the median-frequency weights of
+    ``report`` (:func:`segzoo.data.inspection.check_training_data`).
+    """
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    if not any(isinstance(v, str) and v.strip().lower() == "auto" for v in values):
+        return tuple(float(v) for v in values)
+    if len(values) != 1:
+        raise ConfigError(f"class_weights {values}: 'auto' stands alone (or give one number per class).")
+    return tuple(report.class_weights)
 
 
 def make_loss(name, num_classes, ignore_index=IGNORE_INDEX, class_weights=None, ohem_threshold=None,
@@ -301,6 +324,16 @@ def train(config: TrainConfig):
                     info.split_sizes.get("train", -1), info.split_sizes.get("validation", -1), global_batch,
                     replicas, learning_rate)
 
+    class_weights = config.class_weights
+    if state is None:  # a new run: log what is likely a mistake in the data (never an error)
+        report = data.check_training_data(config.data, images=config.images, binary=config.binary,
+                                          data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed,
+                                          log=chief)
+        if binary and class_weights is not None:
+            raise ConfigError(f"class_weights apply to the losses ce and focal, not {config.loss!r}.")
+        class_weights = resolve_class_weights(class_weights, report)
+        if chief and config.class_weights is not None:
+            logger.info("class weights: %s", " ".join(f"{w:g}" for w in class_weights))
     steps_per_epoch = config.steps_per_epoch or max(info.split_sizes["train"] // global_batch, 1)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
@@ -322,7 +355,7 @@ def train(config: TrainConfig):
                                    end_ratio=config.end_learning_rate_ratio)
             model.compile(
                 optimizer=make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay),
-                loss=make_loss(config.loss, info.num_classes, class_weights=config.class_weights,
+                loss=make_loss(config.loss, info.num_classes, class_weights=class_weights,
                                ohem_threshold=config.ohem_threshold, ohem_min_kept=config.ohem_min_kept,
                                focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha),
                 metrics=[MeanIoU(num_classes=2 if binary else info.num_classes, name="mean_iou")],

@@ -33,6 +33,9 @@ COMMANDS = {
     "export": ("export", "export a checkpoint to SavedModel, LiteRT or ONNX, checked against Keras"),
     "augment": ("augment", "write a dataset with N augmented copies of every image"),
     "convert": ("convert", "convert an official DDRNet or PIDNet checkpoint to segzoo weights"),
+    "inspect": ("inspect", "statistics of a dataset and what is likely a mistake, before training"),
+    "predict": ("predict", "predict a folder of images: masks, overlays, CVAT pre-annotations"),
+    "rank": ("rank", "rank unlabelled images by how unsure the model is: what to label next"),
 }
 
 EXIT_USER_ERROR = 2

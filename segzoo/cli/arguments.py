@@ -1,7 +1,7 @@
 """Flags from dataclasses (one flag per field, so every option a script has is an argument); logging setup.
 
-A field's ``metadata`` holds its ``help`` text and, optionally, ``choices`` and
-``metavar``.
+A field's ``metadata`` holds its ``help`` text and, optionally, ``choices``,
+``metavar`` and, for a tuple field, the ``type`` that parses each value.
 Booleans become ``--flag`` / ``--no-flag`` pairs; ``tuple[int, int]`` fields
 take two values (``--image_size 480 640``), ``tuple[float, ...]`` one or more.
 """
@@ -31,7 +31,8 @@ def add_dataclass_arguments(parser, cls, group_title=None, skip=()):
             fixed = bool(item_types) and item_types[-1] is not Ellipsis
             metavar = field.metadata.get("metavar") or (
                 ("LOW", "HIGH") if fixed and len(item_types) == 2 else field.name.upper())
-            kwargs.update(nargs=len(item_types) if fixed else "+", type=item_types[0], metavar=metavar)
+            kwargs.update(nargs=len(item_types) if fixed else "+", type=field.metadata.get("type", item_types[0]),
+                          metavar=metavar)
         else:
             kwargs.update(type=kind, choices=field.metadata.get("choices"))
         target.add_argument(f"--{field.name}", **kwargs)

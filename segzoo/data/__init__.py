@@ -4,6 +4,7 @@ Names load on first use (TensorFlow Datasets is slow to import)::
 
     from segzoo import data
     dataset = data.read_cvat("export.zip")
+    report = data.inspect("export.zip")                 # statistics and likely mistakes, before training
     batches = data.load("path/to/rgb_gt_folder", split="train", image_size=(480, 640),
                         augment=data.OnlineAugment())
 """
@@ -25,6 +26,9 @@ _EXPORTS = {
     "open_dataset": "sources", "prepare_source": "sources", "sample_images": "sources",
     "Split": "splits", "split_ids": "splits",
     "build_dataset": "tfds_builder",
+    "inspect": "inspection", "DatasetReport": "inspection", "median_frequency_weights": "inspection",
+    "check_training_data": "inspection",
+    "CvatWriter": "cvat_writer", "write_cvat_zip": "cvat_writer",
     "load": "pipeline", "load_info": "pipeline", "OnlineAugment": "pipeline", "DataInfo": "pipeline",
 }
 

@@ -107,16 +107,24 @@ def read_subsets(files, folder: str, images=None, hint: str = "") -> dict[str, l
     return subsets
 
 
+class SizeMismatchError(DataError):
+    """A label whose size is not its image's; ``image_size`` and ``label_size`` are ``(H, W)``."""
+
+    def __init__(self, message, image_size, label_size):
+        super().__init__(message)
+        self.image_size, self.label_size = tuple(image_size), tuple(label_size)
+
+
 def check_same_size(image, label, image_source, label_source) -> None:
-    """Raise :class:`DataError` naming both files when ``label``'s ``(H, W)`` is not ``image``'s."""
+    """Raise :class:`SizeMismatchError` naming both files when ``label``'s ``(H, W)`` is not ``image``'s."""
     image_shape, label_shape = np.shape(image), np.shape(label)
     if image_shape[:2] != label_shape:
         def size(shape):
             return "x".join(str(s) for s in shape[1::-1])
 
-        raise DataError(
+        raise SizeMismatchError(
             f"{label_source} is {size(label_shape)} but its image {image_source} is {size(image_shape)} "
-            f"(width x height). A label must have the size of its image."
+            f"(width x height). A label must have the size of its image.", image_shape[:2], label_shape[:2]
         )
 
 
