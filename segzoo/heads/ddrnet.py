@@ -68,8 +68,7 @@ class DAPPM(keras.layers.Layer):
                                                     name=f"scale{i}_0")
                       for i, (kernel, stride, _) in enumerate(DAPPM_POOLS, start=1)]
         self.global_pool = keras.layers.GlobalAveragePooling2D(keepdims=True, dtype=dtype, name="scale4_0")
-        self.process_norms = [_batch_norm(f"process{i}_0", dtype) for i in range(1, 5)]
-        self.process_convs = [_conv(branch_channels, 3, f"process{i}_2", dtype) for i in range(1, 5)]
+        self._make_refinement(branch_channels, dtype)
         self.compression_norm = _batch_norm("compression_0", dtype)
         self.compression_conv = _conv(out_channels, 1, "compression_2", dtype)
         self.shortcut_norm = _batch_norm("shortcut_0", dtype)
@@ -78,12 +77,9 @@ class DAPPM(keras.layers.Layer):
 
     def build(self, input_shape):
         in_shape = (None, None, None, input_shape[-1])
-        branch_shape = (None, None, None, self.branch_channels)
         for layer in (*self.scale_norms, *self.scale_convs, self.shortcut_norm, self.shortcut_conv):
             layer.build(in_shape)
-        for norm, conv in zip(self.process_norms, self.process_convs):
-            norm.build(branch_shape)
-            conv.build(branch_shape)
+        self._build_refinement()
         concat_shape = (None, None, None, 5 * self.branch_channels)
         self.compression_norm.build(concat_shape)
         self.compression_conv.build(concat_shape)
@@ -92,16 +88,32 @@ class DAPPM(keras.layers.Layer):
     def _bn_relu_conv(self, x, norm, conv, training):
         return conv(ops.relu(norm(x, training=training)))
 
+    # -- the refinement of the pooled branches: sequential here, parallel in PIDNet's PAPPM --------
+
+    def _make_refinement(self, branch_channels, dtype):
+        self.process_norms = [_batch_norm(f"process{i}_0", dtype) for i in range(1, 5)]
+        self.process_convs = [_conv(branch_channels, 3, f"process{i}_2", dtype) for i in range(1, 5)]
+
+    def _build_refinement(self):
+        branch_shape = (None, None, None, self.branch_channels)
+        for norm, conv in zip(self.process_norms, self.process_convs):
+            norm.build(branch_shape)
+            conv.build(branch_shape)
+
+    def _refine(self, base, branches, training):
+        """``[base, refined branch 1..4]``: each branch plus the previous output, then BN-ReLU-conv3x3."""
+        outputs = [base]
+        for x, norm, conv in zip(branches, self.process_norms, self.process_convs):
+            outputs.append(self._bn_relu_conv(x + outputs[-1], norm, conv, training))
+        return outputs
+
     def call(self, inputs, training=None):
         pooled = [pool(pad(inputs)) for pad, pool in zip(self.paddings, self.pools)]
         pooled.append(self.global_pool(inputs))
-        outputs = [self._bn_relu_conv(inputs, self.scale_norms[0], self.scale_convs[0], training)]
-        for index, x in enumerate(pooled):
-            x = self._bn_relu_conv(x, self.scale_norms[index + 1], self.scale_convs[index + 1], training)
-            x = self.resize([x, inputs]) + outputs[-1]
-            outputs.append(self._bn_relu_conv(x, self.process_norms[index], self.process_convs[index],
-                                              training))
-        x = ops.concatenate(outputs, axis=-1)
+        base = self._bn_relu_conv(inputs, self.scale_norms[0], self.scale_convs[0], training)
+        branches = [self.resize([self._bn_relu_conv(x, norm, conv, training), inputs])
+                    for x, norm, conv in zip(pooled, self.scale_norms[1:], self.scale_convs[1:])]
+        x = ops.concatenate(self._refine(base, branches, training), axis=-1)
         return (self._bn_relu_conv(x, self.compression_norm, self.compression_conv, training)
                 + self._bn_relu_conv(inputs, self.shortcut_norm, self.shortcut_conv, training))
 

@@ -13,7 +13,7 @@ official attribute names. The segmentation head is DDRNet's
 import keras
 from keras import ops
 
-from segzoo.heads.ddrnet import DAPPM, DAPPM_POOLS, DDRNetSegmentHead, _batch_norm, _conv
+from segzoo.heads.ddrnet import DAPPM, DDRNetSegmentHead, _batch_norm, _conv
 from segzoo.layers import ResizeLike
 
 #: Pyramid pooling modules by name: PAPPM (PIDNet-S and -M), DAPPM (PIDNet-L).
@@ -43,7 +43,7 @@ class SplitGroupConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="segzoo")
-class PAPPM(keras.layers.Layer):
+class PAPPM(DAPPM):
     """Parallel Aggregation Pyramid Pooling Module (PIDNet-S and -M's context module).
 
     DAPPM's five branches (``scale0``: none; ``scale1..scale3``: average pooling
@@ -64,66 +64,22 @@ class PAPPM(keras.layers.Layer):
     """
 
     def __init__(self, branch_channels=96, out_channels=128, **kwargs):
-        super().__init__(**kwargs)
-        self.branch_channels = branch_channels
-        self.out_channels = out_channels
-        dtype = self.dtype_policy
-        # Official Sequential indices: [pool,] BN, ReLU, conv (scale0 has no pool).
-        self.scale_norms = [_batch_norm("scale0_0", dtype)] + [
-            _batch_norm(f"scale{i}_1", dtype) for i in range(1, 5)]
-        self.scale_convs = [_conv(branch_channels, 1, "scale0_2", dtype)] + [
-            _conv(branch_channels, 1, f"scale{i}_3", dtype) for i in range(1, 5)]
-        self.paddings = [keras.layers.ZeroPadding2D(padding, dtype=dtype, name=f"scale{i}_0_pad")
-                         for i, (_, _, padding) in enumerate(DAPPM_POOLS, start=1)]
-        self.pools = [keras.layers.AveragePooling2D(kernel, stride, padding="valid", dtype=dtype,
-                                                    name=f"scale{i}_0")
-                      for i, (kernel, stride, _) in enumerate(DAPPM_POOLS, start=1)]
-        self.global_pool = keras.layers.GlobalAveragePooling2D(keepdims=True, dtype=dtype, name="scale4_0")
+        super().__init__(branch_channels, out_channels, **kwargs)
+
+    def _make_refinement(self, branch_channels, dtype):
         self.process_norm = _batch_norm("scale_process_0", dtype)
         self.process_conv = SplitGroupConv2D(4 * branch_channels, 3, padding="same", groups=4,
-                                                use_bias=False, dtype=dtype, name="scale_process_2")
-        self.compression_norm = _batch_norm("compression_0", dtype)
-        self.compression_conv = _conv(out_channels, 1, "compression_2", dtype)
-        self.shortcut_norm = _batch_norm("shortcut_0", dtype)
-        self.shortcut_conv = _conv(out_channels, 1, "shortcut_2", dtype)
-        self.resize = ResizeLike(dtype=dtype, name="resize")
+                                             use_bias=False, dtype=dtype, name="scale_process_2")
 
-    def build(self, input_shape):
-        in_shape = (None, None, None, input_shape[-1])
-        for layer in (*self.scale_norms, *self.scale_convs, self.shortcut_norm, self.shortcut_conv):
-            layer.build(in_shape)
+    def _build_refinement(self):
         process_shape = (None, None, None, 4 * self.branch_channels)
         self.process_norm.build(process_shape)
         self.process_conv.build(process_shape)
-        concat_shape = (None, None, None, 5 * self.branch_channels)
-        self.compression_norm.build(concat_shape)
-        self.compression_conv.build(concat_shape)
-        self.built = True
 
-    @staticmethod
-    def _bn_relu_conv(x, norm, conv, training):
-        return conv(ops.relu(norm(x, training=training)))
-
-    def call(self, inputs, training=None):
-        pooled = [pool(pad(inputs)) for pad, pool in zip(self.paddings, self.pools)]
-        pooled.append(self.global_pool(inputs))
-        base = self._bn_relu_conv(inputs, self.scale_norms[0], self.scale_convs[0], training)
-        scales = [self.resize([self._bn_relu_conv(x, self.scale_norms[i + 1], self.scale_convs[i + 1], training),
-                               inputs]) + base
-                  for i, x in enumerate(pooled)]
-        processed = self._bn_relu_conv(ops.concatenate(scales, axis=-1), self.process_norm, self.process_conv,
-                                       training)
-        x = ops.concatenate([base, processed], axis=-1)
-        return (self._bn_relu_conv(x, self.compression_norm, self.compression_conv, training)
-                + self._bn_relu_conv(inputs, self.shortcut_norm, self.shortcut_conv, training))
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.out_channels)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(branch_channels=self.branch_channels, out_channels=self.out_channels)
-        return config
+    def _refine(self, base, branches, training):
+        """``[base, the four branches plus base, refined together by one grouped BN-ReLU-conv3x3]``."""
+        scales = ops.concatenate([x + base for x in branches], axis=-1)
+        return [base, self._bn_relu_conv(scales, self.process_norm, self.process_conv, training)]
 
 
 @keras.saving.register_keras_serializable(package="segzoo")
