@@ -26,6 +26,7 @@ either, or a CVAT export.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
@@ -37,6 +38,8 @@ from segzoo.data.io import (
     exif_orientation, find_root, write_image, write_label,
 )
 from segzoo.errors import option
+
+logger = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.json"
 IMAGES_DIR = "rgb"
@@ -305,7 +308,14 @@ class SegmentationFolder(SegmentationDataset):
         """Decode and check the files of ``item_id`` (see :meth:`load`)."""
         image_path, label_path = self.image_path(item_id), self.label_path(item_id)
         image, label = decode_image(encoded_image, image_path), self._decode_label(encoded_label, label_path)
-        check_same_size(image, label, image_path, label_path, exif_orientation(encoded_image))
+        orientation = exif_orientation(encoded_image)
+        check_same_size(image, label, image_path, label_path, orientation)
+        if orientation != 1 and not getattr(self, "_told_exif", False):
+            self._told_exif = True
+            logger.warning("%s carries EXIF orientation %d: segzoo turns it as CVAT does when it shows it, and "
+                           "takes its label %s to be drawn on the turned image (labels are never turned). If "
+                           "labels were drawn on the stored pixels, store the images upright without the tag. "
+                           "(Said once per dataset.)", image_path, orientation, label_path)
         check_label_values(label, self.num_classes, self.ignore_index, label_path)
         return image, label
 

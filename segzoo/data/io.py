@@ -230,7 +230,8 @@ class ZipFiles(_Files):
         try:
             return self._open().getinfo(name).file_size
         except KeyError:
-            raise DataError(f"{self.describe(name)}: no such member in the archive.") from None
+            raise DataError(f"{self.describe(name)}: cannot read this zip member (no such member in the "
+                            f"archive).") from None
 
     def read(self, name: str) -> bytes:
         size = self.size(name)
