@@ -55,10 +55,11 @@ def parse_labelmap(text: str, source: str = LABELMAP_FILE) -> list[tuple[str, tu
     """Parse a CVAT ``labelmap.txt``: ``[(name, (r, g, b)), ...]`` in file order.
 
     Lines are ``name:R,G,B:parts:actions``; empty lines and ``#`` comments are
-    skipped; names may hold spaces (and colons). Duplicated names or colours
+    skipped; names may hold spaces (and colons); a leading byte-order mark is dropped. Duplicated names or colours
     raise :class:`DataError` naming ``source``.
     """
     labels = []
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors save
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
