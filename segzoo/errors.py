@@ -29,6 +29,10 @@ class OutputExistsError(SegzooError, FileExistsError):
     """An output path that already exists (refused unless overwriting was asked for) or that is an input."""
 
 
+class OutputNotWritableError(SegzooError, PermissionError):
+    """An output folder that cannot be written (checked before the work starts)."""
+
+
 def option(name: str, value=None) -> str:
     """How a message names the option ``name`` (set to ``value`` when given): ``--name [value]`` under
     the command line, else ``name=`` (or ``name='value'``)."""

@@ -33,6 +33,7 @@ import numpy as np
 
 from segzoo import postprocess
 from segzoo.errors import SegzooError
+from segzoo.files import atomic_write, check_output
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def compare_outputs(expected, actual, output, quantize):
 
 
 def export_model(model, path, format="litert", quantize="none", input_size=(480, 640), output="logits",
-                 representative_images=None, check_images=None):
+                 representative_images=None, check_images=None, overwrite=False):
     """Export ``model`` to ``path`` and check the file against the Keras model.
 
     Args:
@@ -201,6 +202,10 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
             calibration (draw them from the training data).
         check_images: float32 images ``(N, H, W, 3)`` to compare on; default: the
             representative images, else random ones (real images are a better check).
+        overwrite: replace an existing ``path``. The export is written beside
+            ``path`` and moved into place once it is complete and checked; a
+            file that disagrees with the model is left at
+            ``<path>.mismatch<ext>`` for inspection, never at ``path``.
 
     Returns:
         :class:`ExportReport`.
@@ -224,9 +229,7 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
     suffix = {"litert": ".tflite", "onnx": ".onnx"}.get(format)
     if suffix and not path.endswith(suffix):
         raise ValueError(f"{path}: a {format} export needs a file name ending in {suffix}.")
-    if os.path.exists(path):
-        raise FileExistsError(f"{path} exists; remove it or choose another path.")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    check_output(path, overwrite=overwrite)
 
     if check_images is None:
         check_images = (np.stack([np.asarray(i, np.float32) for i in representative_images[:4]])
@@ -239,21 +242,26 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
         graph = inference_model(model, (None, None), output)
     # Run the graph first: the ONNX exporter requires a model that has been called.
     expected = np.concatenate([keras.ops.convert_to_numpy(graph(image[None])) for image in check_images])
-    if format == "litert":
-        graph.export(path, format="litert", verbose=False, **_litert_options(quantize, representative_images))
-    elif format == "onnx":
-        graph.export(path, format="onnx", verbose=False)
-    else:
-        graph.export(path, format="tf_saved_model", verbose=False)
-    actual = runner(path, format)(check_images)
-    max_abs, max_rel, agreement = compare_outputs(expected, actual, output, quantize)
-    size = (os.path.getsize(path) if os.path.isfile(path)
-            else sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs))
-    report = ExportReport(path, format, quantize, output, input_size, max_abs, max_rel, agreement, size)
-    logger.info("%s", report.summary())
-    exact_enough = quantize != "none" or output == "classes" or max_rel <= MAX_RELATIVE_ERROR
-    if agreement < MIN_AGREEMENT[quantize] or not exact_enough:
-        raise ExportMismatchError(f"The exported file disagrees with the Keras model: {report.summary()}. "
-                                  f"Expected class agreement >= {MIN_AGREEMENT[quantize]:.1%}"
-                                  + ("" if quantize != "none" else f" and relative error <= {MAX_RELATIVE_ERROR}"))
+    with atomic_write(path, folder=format == "saved_model") as temporary:
+        if format == "litert":
+            graph.export(temporary, format="litert", verbose=False, **_litert_options(quantize, representative_images))
+        elif format == "onnx":
+            graph.export(temporary, format="onnx", verbose=False)
+        else:
+            graph.export(temporary, format="tf_saved_model", verbose=False)
+        actual = runner(temporary, format)(check_images)
+        max_abs, max_rel, agreement = compare_outputs(expected, actual, output, quantize)
+        size = (os.path.getsize(temporary) if os.path.isfile(temporary)
+                else sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(temporary) for f in fs))
+        report = ExportReport(path, format, quantize, output, input_size, max_abs, max_rel, agreement, size)
+        logger.info("%s", report.summary())
+        exact_enough = quantize != "none" or output == "classes" or max_rel <= MAX_RELATIVE_ERROR
+        if agreement < MIN_AGREEMENT[quantize] or not exact_enough:
+            stem, ext = os.path.splitext(path)
+            kept = f"{stem}.mismatch{ext}"
+            os.replace(temporary, kept)
+            raise ExportMismatchError(f"The exported file disagrees with the Keras model: {report.summary()}. "
+                                      f"Expected class agreement >= {MIN_AGREEMENT[quantize]:.1%}"
+                                      + ("" if quantize != "none" else f" and relative error <= {MAX_RELATIVE_ERROR}")
+                                      + f". Not written to {path}; the file is kept as {kept} for inspection.")
     return report

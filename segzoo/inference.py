@@ -11,6 +11,7 @@ one: frames go in as RGB 0..255, exactly like training images.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from segzoo import postprocess
 from segzoo.constants import BACKGROUND_ID
 from segzoo.data.overlay import overlay_label, voc_palette
 from segzoo.evaluation import compiled_forward
+from segzoo.files import atomic_write, check_output
 from segzoo.models import load_model
 
 logger = logging.getLogger(__name__)
@@ -240,12 +242,23 @@ class _FpsMeter:
         return self.value
 
 
-def predict_video(predictor, video_path, output_path, colors, class_names, show_fps=True, progress=True):
+def predict_video(predictor, video_path, output_path, colors, class_names, show_fps=True, progress=True,
+                  overwrite=True):
     """Segment every frame of ``video_path`` and write the overlays to ``output_path``.
 
-    The output keeps the source frame rate and size. Returns a dict with
-    ``frames``, ``fps`` (source) and ``output``.
+    The output keeps the source frame rate and size; it is written to a
+    temporary file beside it and moved into place when complete. An
+    ``output_path`` that is ``video_path`` is refused; an existing one is
+    replaced only with ``overwrite``. Returns a dict with ``frames``, ``fps``
+    (source) and ``output``.
     """
+    check_output(output_path, inputs=(video_path,), overwrite=overwrite)
+    with atomic_write(output_path) as temporary:
+        return _predict_video(predictor, video_path, temporary, output_path, colors, class_names, show_fps,
+                              progress)
+
+
+def _predict_video(predictor, video_path, temporary, output_path, colors, class_names, show_fps, progress):
     capture = cv2.VideoCapture(os.fspath(video_path))
     if not capture.isOpened():
         raise FileNotFoundError(f"{video_path}: OpenCV cannot open this video.")
@@ -255,7 +268,7 @@ def predict_video(predictor, video_path, output_path, colors, class_names, show_
         source_fps = 30.0
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer = open_video_writer(output_path, source_fps, size)
+    writer = open_video_writer(temporary, source_fps, size)
     meter, frames = _FpsMeter(), 0
     predictor.reset()
     try:
@@ -306,6 +319,7 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
                            f"and that no other program holds it.")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     writer, meter, frames = None, _FpsMeter(), 0
+    stack = contextlib.ExitStack()
     predictor.reset()
     try:
         while max_frames is None or frames < max_frames:
@@ -328,7 +342,8 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
                         break
             if output is not None:
                 if writer is None:
-                    writer = open_video_writer(output, fps, (canvas.shape[1], canvas.shape[0]))
+                    temporary = stack.enter_context(atomic_write(output))
+                    writer = open_video_writer(temporary, fps, (canvas.shape[1], canvas.shape[0]))
                 writer.write(canvas)
             frames += 1
     finally:
@@ -337,6 +352,7 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
             writer.release()
         if show:
             cv2.destroyAllWindows()
+        stack.close()  # the video moves into place once complete
     return {"frames": frames, "output": output}
 
 

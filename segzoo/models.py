@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import zipfile
 
 import keras
 
@@ -244,18 +245,64 @@ class SegmentationModel(keras.Model):
 _SERIALIZABLE_MODULES = ("backbones", "heads", "layers", "losses", "metrics", "schedules")
 
 
+def check_keras_file(path) -> None:
+    """Check that ``path`` is a complete ``.keras`` archive (a zip with ``config.json``), before Keras reads it.
+
+    Raises:
+        CheckpointError: naming the file: empty, truncated (an interrupted
+            write or download) or not a Keras archive.
+    """
+    from segzoo.checkpoints.torch_file import CheckpointError
+
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes): a save or a copy was interrupted. "
+                              f"Use another checkpoint (e.g. last.keras beside it) or train again.")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as error:
+        if magic == b"PK\x03\x04":
+            raise CheckpointError(f"{path}: truncated or corrupt .keras file ({size} bytes; {error}): a save, copy "
+                                  f"or download was interrupted. Use another checkpoint or copy it again.") from None
+        raise CheckpointError(f"{path}: not a .keras file (a Keras 3 model archive); its first bytes are "
+                              f"{magic!r}.") from None
+    if "config.json" not in names:
+        raise CheckpointError(f"{path}: a zip, but not a .keras model archive (no config.json inside).")
+
+
 def load_model(path):
     """Load a segzoo ``.keras`` file in safe mode (no code from the file runs).
 
     Imports every segzoo module whose classes the file may name first, so the
     file loads in a fresh process; the optimiser state and compile settings
     come back too.
+
+    Raises:
+        CheckpointError: the file is empty, truncated or not a ``.keras``
+            archive (:func:`check_keras_file`), or holds a model that is not a
+            segzoo :class:`SegmentationModel`.
     """
+    from segzoo.checkpoints.torch_file import CheckpointError
+
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"{path}: expected a .keras file (as segzoo training writes).")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file.")
+    check_keras_file(path)
     for module in _SERIALIZABLE_MODULES:
         importlib.import_module(f"segzoo.{module}")
-    return keras.saving.load_model(path, safe_mode=True)
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise CheckpointError(f"{path}: cannot read this .keras file ({type(error).__name__}: {error}); it may be "
+                              f"truncated or corrupt.") from error
+    if not isinstance(model, SegmentationModel):
+        raise CheckpointError(f"{path}: holds a Keras {type(model).__name__} model named {model.name!r}, not a segzoo "
+                              f"segmentation model. segzoo commands need a checkpoint written by segzoo training "
+                              f"(best.keras, last.keras) or saved from a segzoo.presets model.")
+    return model

@@ -7,8 +7,9 @@ zipped as a whole; it needs no network and no script.
 from __future__ import annotations
 
 import html
-import json
 import os
+
+from segzoo.files import write_json
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
@@ -96,8 +97,7 @@ def save_evaluation(folder, report, title, rows=(), class_colors=None, pictures=
 
     os.makedirs(folder, exist_ok=True)
     written = {"metrics.json": os.path.join(folder, "metrics.json")}
-    with open(written["metrics.json"], "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, default=str)
+    write_json(written["metrics.json"], report, default=str)
     names = list(report["per_class_iou"])
     shown = list(pictures)
     rows = list(rows)

@@ -31,14 +31,17 @@ import json
 import logging
 import math
 import os
+import shutil
 
 import keras
 
 from segzoo import distributed, losses, postprocess, presets
 from segzoo.constants import IGNORE_INDEX
+from segzoo.files import PARTIAL_PREFIX, atomic_write, check_output, check_writable, file_digest, write_json
 from segzoo.metrics import MeanIoU
-from segzoo.models import load_model
-from segzoo.errors import ConfigError
+from segzoo.models import check_keras_file, load_model
+from segzoo.checkpoints.torch_file import CheckpointError
+from segzoo.errors import ConfigError, OutputExistsError, option
 from segzoo.schedules import SCHEDULES, WarmupDecay
 from segzoo.time_budget import TimeBudget
 
@@ -51,7 +54,10 @@ BINARY_LOSSES = ("bce", "binary_focal")
 BEST_CHECKPOINT = "best.keras"
 LAST_CHECKPOINT = "last.keras"
 STATE_FILE = "state.json"
+CONFIG_FILE = "config.json"
 MONITOR = "val_mean_iou"
+#: What a fresh run with overwrite=True deletes from checkpoint_dir first.
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, CONFIG_FILE, "log.csv", "logs")
 
 
 def _field(default, help, **metadata):
@@ -68,6 +74,8 @@ class TrainConfig:
     """Everything a training run needs; each field is a flag of ``examples/train.py``."""
 
     data: str = _field(None, "an rgb/ + gt/ folder or zip, a CVAT export (folder or .zip) or a built TFDS dataset name")
+    label_values: tuple[int, ...] = _field(None, "rgb/ + gt/ data: the stored label value of each class in order, "
+                                                  "e.g. 0 255 for binary masks stored as 0/255")
     preset: str = _field("ddrnet23_slim", "model name, see segzoo.presets.list_presets()")
     images: str = _field(None, "CVAT export saved without images: the folder of the original images")
     data_dir: str = _field(None, "TFDS data directory, for a TFDS dataset name")
@@ -104,6 +112,9 @@ class TrainConfig:
     binary: bool = _field(False, "CVAT import: merge every foreground class into one")
     checkpoint_dir: str = _field("runs/train", "folder for checkpoints and logs")
     resume: bool = _field(False, "continue the run saved in checkpoint_dir")
+    allow_changes: bool = _field(False, "--resume: accept settings or data that differ from the saved run's "
+                                        "(e.g. more epochs); without it such a resume is refused")
+    overwrite: bool = _field(False, "a new run in a checkpoint_dir that holds one: delete that run first")
     multi_gpu: bool = _field(False, "train on every visible GPU with MirroredStrategy (TensorFlow)")
     gpu: int = _field(None, "train on this GPU only")
     distributed: bool = _field(False, "data parallel on every device of every process with JAX keras.distribution "
@@ -213,47 +224,191 @@ def make_strategy(multi_gpu=False, gpu=None):
     return tf.distribute.MirroredStrategy(devices)
 
 
-class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """``ModelCheckpoint`` of the best epoch that also saves from one process of a distributed run."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        with distributed.without_distribution():
-            super().on_epoch_end(epoch, logs)
-
-
 class _RunState(keras.callbacks.Callback):
-    """After every epoch, saves ``last.keras`` and ``state.json`` (epochs done, best score)."""
+    """After every epoch, saves ``best.keras`` (when the score improved), ``last.keras`` and ``state.json``.
 
-    def __init__(self, directory, best_checkpoint):
+    Every file is written atomically, in an order that a kill at any moment
+    leaves resumable (see :func:`read_run_state`): both checkpoints are
+    written to temporary files and hashed; ``state.json`` then names them as
+    ``pending``; ``best.keras`` and then ``last.keras`` are moved into place;
+    finally ``state.json`` names them as done.
+    """
+
+    def __init__(self, directory, state=None):
         super().__init__()
         self.directory = directory
-        self.best_checkpoint = best_checkpoint
+        state = dict(state or {})
+        state.pop("pending", None)
+        self.state = state
+        self.best = -math.inf if state.get("best") is None else float(state["best"])
+
+    def _write_state(self, state):
+        write_json(os.path.join(self.directory, STATE_FILE), state)
 
     def on_epoch_end(self, epoch, logs=None):
+        score = (logs or {}).get(MONITOR)
+        improved = score is not None and math.isfinite(float(score)) and float(score) > self.best
+        done = {"epochs_done": epoch + 1, "monitor": MONITOR,
+                "best": float(score) if improved else (None if math.isinf(self.best) else self.best),
+                "last_sha256": None, "best_sha256": self.state.get("best_sha256")}
         with distributed.without_distribution():
-            self.model.save(os.path.join(self.directory, LAST_CHECKPOINT))
-        best = self.best_checkpoint.best
-        state = {"epochs_done": epoch + 1, "best": None if math.isinf(best) else float(best),
-                 "monitor": MONITOR}
-        with open(os.path.join(self.directory, STATE_FILE), "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2)
+            with atomic_write(os.path.join(self.directory, LAST_CHECKPOINT)) as last:
+                with contextlib.ExitStack() as stack:
+                    if improved:
+                        best = stack.enter_context(atomic_write(os.path.join(self.directory, BEST_CHECKPOINT)))
+                        self.model.save(best)
+                        done["best_sha256"] = file_digest(best)
+                    self.model.save(last)
+                    done["last_sha256"] = file_digest(last)
+                    self._write_state({**self.state, "pending": done})
+        if improved:
+            self.best = float(score)
+        self.state = done
+        self._write_state(done)
 
 
-def _read_state(directory):
+def _read_json(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: the {what} is not readable JSON ({error}); it was damaged. Restore "
+                              f"it, or start a new run with {option('overwrite')}.") from error
+
+
+def read_run_state(directory):
+    """Check the run saved in ``directory`` and return its state (``epochs_done``, ``best``, ...).
+
+    ``last.keras`` must be a complete ``.keras`` file and the one ``state.json``
+    names (by SHA-256), or the one it names as being saved when the run was
+    stopped (then that epoch counts as done); ``best.keras``, when present,
+    likewise.
+
+    Raises:
+        FileNotFoundError: nothing to resume.
+        CheckpointError: saying which file is wrong and how: empty, truncated,
+            or not the one the state names.
+    """
     path = os.path.join(directory, STATE_FILE)
-    if not (os.path.isfile(path) and os.path.isfile(os.path.join(directory, LAST_CHECKPOINT))):
-        raise FileNotFoundError(f"resume: no {STATE_FILE} and {LAST_CHECKPOINT} in {directory}; "
-                                f"nothing to resume. Drop --resume to start a new run.")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    last = os.path.join(directory, LAST_CHECKPOINT)
+    if not (os.path.isfile(path) and os.path.isfile(last)):
+        missing = " and ".join(name for name, file in ((STATE_FILE, path), (LAST_CHECKPOINT, last))
+                               if not os.path.isfile(file))
+        raise FileNotFoundError(f"resume: no {missing} in {directory}; nothing to resume. Drop --resume to "
+                                f"start a new run.")
+    saved = _read_json(path, "run state")
+    check_keras_file(last)
+    state = saved
+    if saved.get("last_sha256"):  # runs saved before checkpoints were hashed are taken as they are
+        digest, pending = file_digest(last), saved.get("pending") or {}
+        if digest == pending.get("last_sha256"):
+            logger.info("%s: the run stopped while saving epoch %d; that epoch is complete.", directory,
+                        pending["epochs_done"])
+            state = pending
+        elif digest != saved["last_sha256"]:
+            raise CheckpointError(f"{last} is not the checkpoint {STATE_FILE} names for epoch "
+                                  f"{saved['epochs_done']} (its SHA-256 differs): it was replaced or changed "
+                                  f"after the run wrote it. Restore it, or start a new run with "
+                                  f"{option('overwrite')}.")
+    state = {key: value for key, value in state.items() if key != "pending"}
+    best = os.path.join(directory, BEST_CHECKPOINT)
+    if os.path.exists(best):
+        check_keras_file(best)
+        known = {saved.get("best_sha256"): saved.get("best"),
+                 (saved.get("pending") or {}).get("best_sha256"): (saved.get("pending") or {}).get("best")}
+        if saved.get("last_sha256") and state.get("best_sha256"):
+            digest = file_digest(best)
+            if digest not in known:
+                raise CheckpointError(f"{best} is not the best checkpoint {STATE_FILE} names (its SHA-256 "
+                                      f"differs): it was replaced or changed. Restore it, or delete it to "
+                                      f"resume (the best score then starts anew).")
+            state.update(best_sha256=digest, best=known[digest])
+    elif state.get("best_sha256"):
+        state.update(best=None, best_sha256=None)
+        logger.warning("%s: %s is gone; the best score starts anew.", directory, BEST_CHECKPOINT)
+    return state
 
 
-def _check_new_run(directory):
-    existing = [f for f in (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE)
-                if os.path.exists(os.path.join(directory, f))]
-    if existing:
-        raise FileExistsError(f"{directory} already holds a run ({', '.join(existing)}). Pass "
-                              f"resume=True (--resume) to continue it, or choose another checkpoint_dir.")
+def _check_new_run(directory, overwrite=False):
+    existing = [f for f in RUN_FILES[:4] if os.path.exists(os.path.join(directory, f))]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{directory} already holds a run ({', '.join(existing)}). Pass resume=True "
+                                f"(--resume) to continue it, {option('overwrite')} to delete it and start anew, "
+                                f"or choose another checkpoint_dir.")
+    for name in RUN_FILES if existing else ():
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+#: Fields that may differ on ``resume`` without ``allow_changes``: where and how the run
+#: executes, not what it computes.
+HARMLESS_FIELDS = ("data", "images", "checkpoint_dir", "resume", "allow_changes", "overwrite", "progress",
+                   "multi_gpu", "gpu", "distributed", "coordinator_address", "coordinator_port", "num_processes",
+                   "process_id", "cache", "deterministic")
+#: Fields that ``last.keras`` fixes (the model, its loss, its optimiser and schedule): a resume
+#: cannot change them, even with ``allow_changes``.
+CHECKPOINT_FIELDS = ("preset", "weights", "loss", "class_weights", "ohem_threshold", "ohem_min_kept", "focal_gamma",
+                     "focal_alpha", "aux_loss_weight", "optimizer", "learning_rate", "schedule", "warmup_epochs",
+                     "poly_power", "end_learning_rate_ratio", "momentum", "weight_decay", "precision",
+                     "scale_learning_rate")
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def run_record(config, fingerprint, class_names):
+    """What ``config.json`` of a run holds: the resolved :class:`TrainConfig` and the data's fingerprint."""
+    return _jsonable({"config": dataclasses.asdict(config), "data": fingerprint, "class_names": list(class_names)})
+
+
+def _differences(saved, config, fingerprint):
+    """``[(name, saved value, new value)]`` between a saved run record and this run."""
+    new = _jsonable(dataclasses.asdict(config))
+    old = saved.get("config", {})
+    changes = [(name, old.get(name), new[name]) for name in new
+               if name not in HARMLESS_FIELDS and name in old and old.get(name) != new[name]]
+    old_data = saved.get("data") or {}
+    for key in sorted(set(old_data) | set(fingerprint)):
+        if old_data.get(key) != fingerprint.get(key):
+            changes.append((f"data {key}", old_data.get(key), fingerprint.get(key)))
+    return changes
+
+
+def _check_resume(directory, config, fingerprint, class_names, model_classes):
+    """Refuse a resume whose settings, data or classes differ from the saved run's (see :class:`TrainConfig`)."""
+    path = os.path.join(directory, CONFIG_FILE)
+    binary = config.loss in BINARY_LOSSES
+    expected = 1 if binary else len(class_names)
+    if model_classes != expected:
+        raise ConfigError(f"resume: {directory}/{LAST_CHECKPOINT} has {model_classes} output class(es), but the data "
+                          f"{config.data} has {len(class_names)} classes {list(class_names)}. A checkpoint cannot "
+                          f"train on another number of classes: start a new run (another checkpoint_dir).")
+    if not os.path.isfile(path):
+        logger.warning("%s: no %s (a run from an older segzoo); the settings of the resumed run are not "
+                       "checked.", directory, CONFIG_FILE)
+        return
+    saved = _read_json(path, "run configuration")
+    changes = _differences(saved, config, fingerprint)
+    if list(saved.get("class_names", class_names)) != list(class_names):
+        changes.append(("class_names", saved.get("class_names"), list(class_names)))
+    if not changes:
+        return
+    listed = "\n  ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in changes)
+    fixed = [name for name, _, _ in changes if name in CHECKPOINT_FIELDS]
+    if fixed:
+        raise ConfigError(f"resume: {', '.join(fixed)} cannot change on resume: {LAST_CHECKPOINT} holds the model, its "
+                          f"loss and its optimiser with its schedule, which would ignore the new values. Differences "
+                          f"from the saved run:\n  {listed}\nDrop those flags, or start a new run in another "
+                          f"checkpoint_dir.")
+    if not config.allow_changes:
+        raise ConfigError(f"resume: the settings or data differ from the run saved in {directory}:\n  {listed}\n"
+                          f"Drop the changed flags, or pass {option('allow_changes')} if the change is deliberate "
+                          f"(e.g. more epochs).")
+    logger.warning("resume with changes (allow_changes):\n  %s", listed)
 
 
 def _start_distributed(config):
@@ -292,24 +447,33 @@ def train(config: TrainConfig):
         strategy, replicas, local_replicas = None, run.num_devices, run.num_local_devices
     global_batch = config.batch_size * replicas
 
-    os.makedirs(config.checkpoint_dir, exist_ok=True)
-    state = _read_state(config.checkpoint_dir) if config.resume else None
-    if state is None:
-        _check_new_run(config.checkpoint_dir)
     if config.data is None:
         raise ValueError("No data: give an rgb/ + gt/ folder, a CVAT export or a TFDS dataset name.")
+    check_output(config.checkpoint_dir, inputs=(config.data, config.images), overwrite=True, name="checkpoint_dir")
+    if chief:
+        check_writable(config.checkpoint_dir, "checkpoint_dir")
+        _remove_partial_files(config.checkpoint_dir)
+    state = read_run_state(config.checkpoint_dir) if config.resume else None
+    if state is None and chief:
+        _check_new_run(config.checkpoint_dir, config.overwrite)
 
     def prepare_data():  # a CVAT export is imported into checkpoint_dir once, by process 0
         return data.prepare_source(config.data, images=config.images, binary=config.binary,
                                    import_dir=os.path.join(config.checkpoint_dir, "dataset"))
 
     source = run.chief_first(prepare_data) if run is not None else prepare_data()
-    info = data.load_info(source, data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed)
+    label_values = tuple(config.label_values) if config.label_values else None
+    info = data.load_info(source, data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed,
+                          label_values=label_values)
     binary = config.loss in BINARY_LOSSES
+    fingerprint = data.data_fingerprint(config.data, config.images)
+    # Labels that cannot be right fail here, with file names, before the first step.
+    data.scan_labels(source, val_ratio=config.val_ratio, seed=config.seed, label_values=label_values)
     data_options = dict(batch_size=config.batch_size * local_replicas, image_size=tuple(config.image_size),
                         num_classes=info.num_classes, data_dir=config.data_dir,
                         val_ratio=config.val_ratio, seed=config.seed, cache=config.cache,
-                        deterministic=config.deterministic, **(run.data_shard() if run is not None else {}))
+                        deterministic=config.deterministic, label_values=label_values,
+                        **(run.data_shard() if run is not None else {}))
     # Data parallel on JAX: every process must run the same number of steps, so training
     # repeats its data and validation is filled up to full batches in every process.
     repeat = run is not None or config.steps_per_epoch is not None
@@ -319,10 +483,10 @@ def train(config: TrainConfig):
     val_ds = data.load(source, "validation", shuffle=False, pad_remainder=True, **data_options)
     learning_rate = config.learning_rate * (replicas if config.scale_learning_rate else 1)
     if chief:
-        logger.info("%s: %d classes %s, %d training and %d validation images, global batch %d on %d device(s), "
-                    "peak learning rate %g", source, info.num_classes, info.class_names,
+        logger.info("%s: %d classes %s, %d training and %d validation images, global batch %d on %d device(s)%s",
+                    source, info.num_classes, info.class_names,
                     info.split_sizes.get("train", -1), info.split_sizes.get("validation", -1), global_batch,
-                    replicas, learning_rate)
+                    replicas, "" if state is not None else f", peak learning rate {learning_rate:g}")
 
     class_weights = config.class_weights
     if state is None:  # a new run: log what is likely a mistake in the data (never an error)
@@ -339,6 +503,7 @@ def train(config: TrainConfig):
     with scope:
         if state is not None:
             model = load_model(os.path.join(config.checkpoint_dir, LAST_CHECKPOINT))
+            _check_resume(config.checkpoint_dir, config, fingerprint, info.class_names, model.num_classes)
             initial_epoch = state["epochs_done"]
             if chief:
                 logger.info("Resuming after epoch %d (optimizer step %d)", initial_epoch,
@@ -361,6 +526,9 @@ def train(config: TrainConfig):
                 metrics=[MeanIoU(num_classes=2 if binary else info.num_classes, name="mean_iou")],
             )
             initial_epoch = 0
+            if chief:
+                write_json(os.path.join(config.checkpoint_dir, CONFIG_FILE),
+                           run_record(config, fingerprint, info.class_names))
 
     callbacks = _chief_callbacks(config.checkpoint_dir, state) if chief else []
     epochs = config.epochs
@@ -381,15 +549,18 @@ def train(config: TrainConfig):
     return model, history.history
 
 
+def _remove_partial_files(directory):
+    """Delete the temporary files a killed run left in ``directory`` (see :func:`segzoo.files.atomic_write`)."""
+    for name in os.listdir(directory):
+        if name.startswith(PARTIAL_PREFIX):
+            path = os.path.join(directory, name)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+
+
 def _chief_callbacks(directory, state):
     """Checkpoints (best, last, state), CSV and TensorBoard logs into ``directory``; ``state`` of a resumed run."""
-    best = _BestCheckpoint(os.path.join(directory, BEST_CHECKPOINT), monitor=MONITOR, mode="max",
-                           save_best_only=True)
-    if state is not None and state.get("best") is not None:
-        best.best = state["best"]
     return [
-        best,
-        _RunState(directory, best),
+        _RunState(directory, state),
         keras.callbacks.CSVLogger(os.path.join(directory, "log.csv"), append=state is not None),
         keras.callbacks.TensorBoard(os.path.join(directory, "logs")),
     ]

@@ -40,6 +40,7 @@ from segzoo.backbones.pretrained import imagenet_weights_path
 from segzoo.backbones.pretrained import load_imagenet_weights as _load_cached
 from segzoo.checkpoints import CheckpointError, load_torch_checkpoint, read_state
 from segzoo.checkpoints.mapping import num_classes_of
+from segzoo.files import atomic_write
 
 logger = logging.getLogger("segzoo.weights")
 
@@ -85,7 +86,8 @@ def _convert(source, preset, num_classes, output, family):
     model = presets.from_name(preset, num_classes=num_classes)
     family.load_official_weights(model, state, name)
     if output is not None:
-        model.save_weights(os.fspath(output))
+        with atomic_write(output) as temporary:  # a file that is there is complete
+            model.save_weights(temporary)
         logger.info("Saved %s weights (%d classes) to %s.", preset, num_classes, output)
     return model
 
@@ -148,8 +150,8 @@ def install_imagenet_weights(source, preset):
     """
     model = convert(source, preset, num_classes=2)
     path = imagenet_weights_path(preset)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    model.backbone.save_weights(path)
+    with atomic_write(path) as temporary:
+        model.backbone.save_weights(temporary)
     logger.info("Saved the %s ImageNet trunk to %s.", preset, path)
     return path
 

@@ -1,5 +1,6 @@
 """Tests of segzoo.data.sources: one opener for every dataset form, and prepare_source."""
 
+import json
 import os
 
 import numpy as np
@@ -102,5 +103,8 @@ def test_prepare_source_passes_rgb_gt_forms_and_imports_cvat_exports_once(folder
     imported = prepare_source(manual_dir, binary=True, import_dir=tmp_path / "imported")
     assert SegmentationFolder(imported).class_names == ["background", "hole"]
     written = os.stat(os.path.join(imported, "classes.json")).st_mtime_ns
-    assert prepare_source(manual_dir, import_dir=tmp_path / "imported") == str(tmp_path / "imported")
+    assert prepare_source(manual_dir, binary=True, import_dir=tmp_path / "imported") == str(tmp_path / "imported")
     assert os.stat(os.path.join(imported, "classes.json")).st_mtime_ns == written  # reused
+    prepare_source(manual_dir, import_dir=tmp_path / "imported")  # other options: imported anew, not reused
+    with open(os.path.join(imported, "source.json")) as f:
+        assert json.load(f)["binary"] is False

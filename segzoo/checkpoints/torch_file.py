@@ -24,6 +24,24 @@ class CheckpointError(SegzooError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
+def _env_limit(name, default):
+    value = os.environ.get(f"SEGZOO_{name}")
+    return int(value) if value else default
+
+
+# Bounds on what an untrusted .pth may make the reader allocate. Raise one with the
+# environment variable SEGZOO_<NAME>, or in Python by assigning segzoo.checkpoints.torch_file.<NAME>.
+#: Bytes of one tensor (default 1 GiB; official DDRNet and PIDNet checkpoints hold at most ~150 MB).
+MAX_TENSOR_BYTES = _env_limit("MAX_TENSOR_BYTES", 1 << 30)
+#: Inflated bytes of all members of one checkpoint zip (default 2 GiB).
+MAX_CHECKPOINT_BYTES = _env_limit("MAX_CHECKPOINT_BYTES", 2 << 30)
+
+
+def _limit_hint(name):
+    return (f"If you trust this file, raise the limit with the environment variable SEGZOO_{name} "
+            f"(or segzoo.checkpoints.torch_file.{name} in Python).")
+
+
 # ---------------------------------------------------------------------------
 # Reading .pth files without PyTorch
 # ---------------------------------------------------------------------------
@@ -68,6 +86,15 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
         if last >= data.size:
             raise CheckpointError(f"Malformed tensor in checkpoint: size {size} and stride {stride} from "
                                   f"offset {offset} reach element {last} of a storage of {data.size}.")
+        elements = int(np.prod(size, dtype=object))
+        if elements * data.itemsize > MAX_TENSOR_BYTES:
+            raise CheckpointError(f"A tensor in the checkpoint of size {size} would take {elements * data.itemsize} "
+                                  f"bytes, more than MAX_TENSOR_BYTES ({MAX_TENSOR_BYTES}). "
+                                  f"{_limit_hint('MAX_TENSOR_BYTES')}")
+        if elements > data.size:
+            raise CheckpointError(f"Malformed tensor in checkpoint: size {size} with stride {stride} repeats the "
+                                  f"elements of its storage of {data.size} (a stride-0 or overlapping view would "
+                                  f"inflate it to {elements} elements); a state dict holds no such tensor.")
     view = np.lib.stride_tricks.as_strided(data[offset:] if data.size else data, shape=size,
                                            strides=tuple(s * data.itemsize for s in stride))
     array = np.array(view, copy=True)
@@ -153,11 +180,22 @@ def load_torch_checkpoint(path):
             the state-dict allowlist (code that would run on unpickling).
     """
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file.")
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic == b"PK\x03\x04" or os.path.getsize(path) == 0:
+            raise CheckpointError(f"{path}: incomplete or corrupt download ({os.path.getsize(path)} bytes, the end "
+                                  f"of the zip is missing). Download the checkpoint again.")
         raise CheckpointError(
             f"{path} is not a zip-format PyTorch checkpoint. Files saved by PyTorch < 1.6 (legacy format) "
             f"are not read: re-save with a recent PyTorch, torch.save(torch.load(old), new).")
     with zipfile.ZipFile(path) as archive:
+        inflated = sum(info.file_size for info in archive.infolist())
+        if inflated > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(f"{path}: its members inflate to {inflated} bytes, more than MAX_CHECKPOINT_BYTES "
+                                  f"({MAX_CHECKPOINT_BYTES}). {_limit_hint('MAX_CHECKPOINT_BYTES')}")
         pickles = [name for name in archive.namelist() if name.endswith("data.pkl")
                    and name.count("/") == 1]
         if len(pickles) != 1:
@@ -173,9 +211,17 @@ def load_torch_checkpoint(path):
             if key not in storages:
                 member = f"{prefix}data/{key}"
                 try:
+                    stored = archive.getinfo(member).file_size
+                    if stored > MAX_TENSOR_BYTES:
+                        raise CheckpointError(f"{path}: tensor storage {member} inflates to {stored} bytes, more "
+                                              f"than MAX_TENSOR_BYTES ({MAX_TENSOR_BYTES}). "
+                                              f"{_limit_hint('MAX_TENSOR_BYTES')}")
                     raw = archive.read(member)
                 except KeyError:
                     raise CheckpointError(f"{path}: tensor storage {member} is missing from the zip.") from None
+                except (zipfile.BadZipFile, EOFError, OSError) as error:
+                    raise CheckpointError(f"{path}: tensor storage {member} cannot be read ({error}): incomplete "
+                                          f"or corrupt download. Download the checkpoint again.") from None
                 dtype = np.dtype(_STORAGE_DTYPES[storage_type.name]).newbyteorder(byteorder)
                 if len(raw) % dtype.itemsize:
                     raise CheckpointError(f"{path}: storage {member} has {len(raw)} bytes, not a multiple "

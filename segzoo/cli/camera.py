@@ -21,14 +21,21 @@ def add_arguments(parser):
     parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                         help="show a window (default: when a display is available)")
     parser.add_argument("--max_frames", type=int, help="stop after this many frames")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output if it exists (an output that is one of the inputs is always refused)")
     inference.add_predictor_arguments(parser)
 
 
 def run(args):
     from segzoo import inference
 
-    predictor, colors, names = inference.predictor_from_args(args)
+    from segzoo.files import check_output_file
+
     camera = int(args.camera) if args.camera.isdigit() else args.camera
+    if args.output:
+        check_output_file(args.output, inputs=(args.checkpoint, None if isinstance(camera, int) else camera),
+                          overwrite=args.overwrite)
+    predictor, colors, names = inference.predictor_from_args(args)
     result = inference.run_camera(predictor, colors, names, camera=camera, output=args.output,
                                   show=args.show, max_frames=args.max_frames)
     print(f"{result['frames']} frames" + (f", written to {result['output']}" if result["output"] else ""))

@@ -27,6 +27,8 @@ def add_arguments(parser):
     target.add_argument("--output", help="a segmentation checkpoint: the .weights.h5 file to write")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="classes of the new model (default: those of the checkpoint)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output if it exists (an output that is one of the inputs is always refused)")
 
 
 def run(args):
@@ -35,6 +37,9 @@ def run(args):
     if args.imagenet:
         path = weights.install_imagenet_weights(args.checkpoint, args.preset)
     else:
+        from segzoo.files import check_output_file
+
         path = args.output
+        check_output_file(path, inputs=(args.checkpoint,), overwrite=args.overwrite)
         weights.convert(args.checkpoint, args.preset, num_classes=args.num_classes, output=path)
     print(f"Wrote {path}")

@@ -34,17 +34,29 @@ def add_arguments(parser):
     parser.add_argument("--grid_images", type=int, default=6, help="images in predictions.png (default: 6)")
     parser.add_argument("--visualize", action="store_true", help="also write a full-resolution PNG per image")
     parser.add_argument("--max_visualizations", type=int, default=32, help="PNGs to write (default: 32)")
+    parser.add_argument("--label_values", type=int, nargs="+",
+                        help="rgb/ + gt/ data: the stored label value of each class in order, e.g. 0 255 for "
+                             "binary masks stored as 0/255")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --output folder that is not empty, replacing its files (an output "
+                             "that is one of the inputs is always refused)")
 
 
 def run(args):
     from segzoo import data, evaluation, inference, postprocess, report as reports
+    from segzoo.files import check_output, check_writable
 
+    check_output(args.output, inputs=(args.checkpoint, args.data, args.images), overwrite=args.overwrite)
+    check_writable(args.output)  # before the evaluation, not after it
     model = inference.load_model(args.checkpoint)
     source = data.prepare_source(args.data, images=args.images, import_dir=os.path.join(args.output, "dataset"))
-    info = data.load_info(source, data_dir=args.data_dir, val_ratio=args.val_ratio, seed=args.seed)
+    label_values = tuple(args.label_values) if args.label_values else None
+    info = data.load_info(source, data_dir=args.data_dir, val_ratio=args.val_ratio, seed=args.seed,
+                          label_values=label_values)
+    data.scan_labels(source, val_ratio=args.val_ratio, seed=args.seed, label_values=label_values)
     dataset = data.load(source, args.split, batch_size=args.batch_size, image_size=args.image_size,
                         num_classes=info.num_classes, data_dir=args.data_dir, val_ratio=args.val_ratio,
-                        seed=args.seed, shuffle=False)
+                        seed=args.seed, shuffle=False, label_values=label_values)
     class_names = model.class_names or postprocess.output_class_names(model.num_classes, info.class_names)
     report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
                                           latency_runs=args.latency_runs)

@@ -16,7 +16,7 @@ TensorRT: from the ONNX file (any input size), for one size:
     trtexec --onnx=holes.onnx --shapes=images:1x480x640x3 --saveEngine=holes.plan --fp16
 """
 
-import json
+import os
 
 from segzoo.errors import ConfigError
 
@@ -39,13 +39,22 @@ def add_arguments(parser):
                         help="images drawn from --data for int8 calibration (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image draw (default: 0)")
     parser.add_argument("--report", help="also write the check's report as JSON here")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output (and --report) if they exist (an output that is one of the inputs "
+                             "is always refused)")
 
 
 def run(args):
     from segzoo import data, export, inference
+    from segzoo.files import check_output, check_output_file, check_writable, write_json
 
     if args.quantize == "int8" and not args.data:
         raise ConfigError("--quantize int8 needs --data, the training images to calibrate on.")
+    inputs = (args.checkpoint, args.data, args.images)
+    check_output(args.output, inputs=inputs, overwrite=args.overwrite)
+    check_writable(os.path.dirname(os.path.abspath(args.output)))
+    if args.report:
+        check_output_file(args.report, inputs=(*inputs, args.output), overwrite=args.overwrite, name="report")
     model = inference.load_model(args.checkpoint)
     images = None
     if args.data:
@@ -53,8 +62,7 @@ def run(args):
             images = data.sample_images(dataset, args.calibration_images, args.input_size, seed=args.seed,
                                         subset="train")
     report = export.export_model(model, args.output, args.format, args.quantize, args.input_size,
-                                 args.output_kind, representative_images=images)
+                                 args.output_kind, representative_images=images, overwrite=args.overwrite)
     print(report.summary())
     if args.report:
-        with open(args.report, "w", encoding="utf-8") as f:
-            json.dump(report.__dict__, f, indent=2)
+        write_json(args.report, report.__dict__)

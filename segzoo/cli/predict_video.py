@@ -15,12 +15,16 @@ def add_arguments(parser):
     parser.add_argument("--output", required=True,
                         help="output video: .webm (VP8, plays in browsers and players), .mp4 (H.264 where "
                              "OpenCV has it, else MPEG-4 Part 2) or .avi (MJPEG)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output if it exists (an output that is one of the inputs is always refused)")
     inference.add_predictor_arguments(parser)
 
 
 def run(args):
     from segzoo import inference
+    from segzoo.files import check_output_file
 
+    check_output_file(args.output, inputs=(args.video, args.checkpoint), overwrite=args.overwrite)
     predictor, colors, names = inference.predictor_from_args(args)
     result = inference.predict_video(predictor, args.video, args.output, colors, names,
                                      show_fps=not args.no_fps)

@@ -37,7 +37,8 @@ from segzoo.data.folder import (
     SUBSETS_DIR, FolderWriter, SegmentationDataset, check_same_size, index_by_id, read_subsets, validate_classes,
 )
 from segzoo.data.io import (
-    IMAGE_EXTENSIONS, DataError, FolderFiles, decode_color_mask, decode_image, find_root, is_within, open_files,
+    IMAGE_EXTENSIONS, DataError, FolderFiles, decode_color_mask, decode_image, exif_orientation, find_root,
+    is_within, open_files,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,10 +55,11 @@ def parse_labelmap(text: str, source: str = LABELMAP_FILE) -> list[tuple[str, tu
     """Parse a CVAT ``labelmap.txt``: ``[(name, (r, g, b)), ...]`` in file order.
 
     Lines are ``name:R,G,B:parts:actions``; empty lines and ``#`` comments are
-    skipped; names may hold spaces (and colons). Duplicated names or colours
+    skipped; names may hold spaces (and colons); a leading byte-order mark is dropped. Duplicated names or colours
     raise :class:`DataError` naming ``source``.
     """
     labels = []
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors save
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -262,12 +264,13 @@ class CvatDataset(SegmentationDataset):
                 and its pixel count for a colour that is not in ``labelmap.txt``.
         """
         image_source = self.image_path(item_id)
-        image = decode_image(self._image_files.read(self._images_dir + self._images[item_id]), image_source)
+        encoded = self._image_files.read(self._images_dir + self._images[item_id])
+        image = decode_image(encoded, image_source)
         if item_id not in self._masks:
             return image, np.full(image.shape[:2], BACKGROUND_ID, dtype=np.uint8)
         mask_source = self.label_path(item_id)
         mask = decode_color_mask(self._files.read(self._masks_dir + self._masks[item_id]), mask_source)
-        check_same_size(image, mask[..., 0], image_source, mask_source)
+        check_same_size(image, mask[..., 0], image_source, mask_source, exif_orientation(encoded))
         return image, self._colors_to_ids(mask, mask_source)
 
     def _colors_to_ids(self, mask, source) -> np.ndarray:

@@ -26,6 +26,7 @@ either, or a CVAT export.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
@@ -33,9 +34,12 @@ import numpy as np
 
 from segzoo.constants import IGNORE_INDEX
 from segzoo.data.io import (
-    IMAGE_EXTENSIONS, DataError, FolderFiles, ZipFiles, decode_image, decode_label, find_root, write_image,
-    write_label,
+    IMAGE_EXTENSIONS, TRANSPOSING_ORIENTATIONS, DataError, FolderFiles, ZipFiles, decode_image, decode_label,
+    exif_orientation, find_root, write_image, write_label,
 )
+from segzoo.errors import option
+
+logger = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.json"
 IMAGES_DIR = "rgb"
@@ -115,16 +119,31 @@ class SizeMismatchError(DataError):
         self.image_size, self.label_size = tuple(image_size), tuple(label_size)
 
 
-def check_same_size(image, label, image_source, label_source) -> None:
-    """Raise :class:`SizeMismatchError` naming both files when ``label``'s ``(H, W)`` is not ``image``'s."""
+def check_same_size(image, label, image_source, label_source, orientation=None) -> None:
+    """Raise :class:`SizeMismatchError` naming both files when ``label``'s ``(H, W)`` is not ``image``'s.
+
+    ``orientation``: the image file's EXIF orientation, when known. The rule
+    everywhere in segzoo: an image's EXIF orientation is applied (as CVAT does
+    when it shows it, so masks drawn in CVAT fit), a label or mask is never
+    turned. A mismatch that a quarter turn explains says so.
+    """
     image_shape, label_shape = np.shape(image), np.shape(label)
     if image_shape[:2] != label_shape:
         def size(shape):
             return "x".join(str(s) for s in shape[1::-1])
 
+        hint = ""
+        if tuple(image_shape[1::-1]) == tuple(label_shape):
+            turned = (f"carries EXIF orientation {orientation}, a quarter turn, which segzoo applies"
+                      if orientation in TRANSPOSING_ORIENTATIONS else
+                      "may carry an EXIF orientation (phone photos do), which segzoo applies")
+            hint = (f" The image {turned}, as CVAT does when it shows it; labels are never turned, so this one "
+                    f"was drawn on the stored, unturned pixels. Draw the label on the turned image, or store "
+                    f"the image upright without its EXIF orientation tag.")
         raise SizeMismatchError(
             f"{label_source} is {size(label_shape)} but its image {image_source} is {size(image_shape)} "
-            f"(width x height). A label must have the size of its image.", image_shape[:2], label_shape[:2]
+            f"(width x height, EXIF orientation applied). A label must have the size of its image.{hint}",
+            image_shape[:2], label_shape[:2]
         )
 
 
@@ -207,8 +226,21 @@ class SegmentationFolder(SegmentationDataset):
             has no label or a label has no image (every unpaired file is named).
     """
 
-    def __init__(self, root):
+    def __init__(self, root, label_values=None):
+        self._set_label_values(label_values)
         self._read_layout(FolderFiles(root), "")
+
+    def _set_label_values(self, label_values):
+        """The lookup table of ``label_values``: stored value ``label_values[i]`` -> class id ``i``."""
+        self.label_values = None if label_values is None else tuple(int(v) for v in label_values)
+        self._lut = None
+        if self.label_values is not None:
+            values = self.label_values
+            if len(set(values)) != len(values) or not all(0 <= v <= 255 for v in values) or len(values) < 2:
+                raise DataError(f"{option('label_values')} {' '.join(map(str, values))}: give two or more "
+                                f"different stored values 0..255, in class order (e.g. 0 255).")
+            self._lut = np.arange(256, dtype=np.uint8)
+            self._lut[list(values)] = np.arange(len(values), dtype=np.uint8)
 
     # Storage: every file is read through self._files, below self._prefix.
     def _walk(self, directory) -> list[str]:
@@ -234,8 +266,15 @@ class SegmentationFolder(SegmentationDataset):
         try:
             meta = json.loads(self._files.read_text(prefix + CLASSES_FILE))
             self.class_names = list(meta["class_names"])
+            if meta.get("colors") is None:  # optional: the palette fills in
+                from segzoo.data.overlay import voc_palette
+
+                meta["colors"] = voc_palette(len(self.class_names)).tolist()
             self.colors = [tuple(int(c) for c in color) for color in meta["colors"]]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        except KeyError as error:
+            raise DataError(f"{classes_path}: not a valid classes file: it has no {error} entry; it needs "
+                            f'"class_names" (a list), and optionally "colors" and "ignore_index".') from error
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise DataError(f"{classes_path}: not a valid classes file ({error}).") from error
         self.ignore_index = int(meta.get("ignore_index", IGNORE_INDEX))
         validate_classes(self.class_names, self.colors, classes_path)
@@ -277,10 +316,32 @@ class SegmentationFolder(SegmentationDataset):
     def decode(self, item_id: str, encoded_image: bytes, encoded_label: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check the files of ``item_id`` (see :meth:`load`)."""
         image_path, label_path = self.image_path(item_id), self.label_path(item_id)
-        image, label = decode_image(encoded_image, image_path), decode_label(encoded_label, label_path)
-        check_same_size(image, label, image_path, label_path)
+        image, label = decode_image(encoded_image, image_path), self._decode_label(encoded_label, label_path)
+        orientation = exif_orientation(encoded_image)
+        check_same_size(image, label, image_path, label_path, orientation)
+        if orientation != 1 and not getattr(self, "_told_exif", False):
+            self._told_exif = True
+            logger.warning("%s carries EXIF orientation %d: segzoo turns it as CVAT does when it shows it, and "
+                           "takes its label %s to be drawn on the turned image (labels are never turned). If "
+                           "labels were drawn on the stored pixels, store the images upright without the tag. "
+                           "(Said once per dataset.)", image_path, orientation, label_path)
         check_label_values(label, self.num_classes, self.ignore_index, label_path)
         return image, label
+
+    def _decode_label(self, encoded_label: bytes, label_path: str) -> np.ndarray:
+        label = decode_label(encoded_label, label_path)
+        if self._lut is None:
+            return label
+        stored = np.unique(label)
+        unknown = [int(v) for v in stored if v not in self.label_values and v != self.ignore_index]
+        if unknown:
+            raise DataError(f"{label_path}: stored label values {unknown[:5]} are not among "
+                            f"{option('label_values')} {' '.join(map(str, self.label_values))}.")
+        return self._lut[label]
+
+    def read_label(self, item_id: str) -> np.ndarray:
+        """The label of ``item_id`` alone, as class ids (``label_values`` applied), unchecked: ``uint8 (H, W)``."""
+        return self._decode_label(self._read(self._labels[item_id]), self.label_path(item_id))
 
     def load(self, item_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Read one item: ``(image uint8 (H, W, 3), label uint8 (H, W))``.
@@ -303,7 +364,8 @@ class SegmentationZip(SegmentationFolder):
     (:class:`segzoo.data.io.ZipFiles`); :meth:`close` (or ``with``) closes it.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, label_values=None):
+        self._set_label_values(label_values)
         files = ZipFiles(path)
         try:
             prefix = find_root(files.names(), CLASSES_FILE)

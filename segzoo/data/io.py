@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import zipfile
 
 import cv2
@@ -22,6 +23,30 @@ import numpy as np
 from segzoo.errors import SegzooError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _env_limit(name: str, default: int) -> int:
+    value = os.environ.get(f"SEGZOO_{name}")
+    return int(value) if value else default
+
+
+# Bounds on untrusted input. Each is read when used: raise one for a run with the
+# environment variable SEGZOO_<NAME> (e.g. SEGZOO_MAX_IMAGE_PIXELS=400000000), or in
+# Python by assigning segzoo.data.io.<NAME>.
+#: Pixels of one image or mask, read from its header before it is decoded (default 100 megapixels).
+MAX_IMAGE_PIXELS = _env_limit("MAX_IMAGE_PIXELS", 100_000_000)
+#: Inflated bytes of one zip member (default 1 GiB).
+MAX_ZIP_MEMBER_BYTES = _env_limit("MAX_ZIP_MEMBER_BYTES", 1 << 30)
+#: Inflated bytes of all members of one zip archive together (default 64 GiB).
+MAX_ZIP_TOTAL_BYTES = _env_limit("MAX_ZIP_TOTAL_BYTES", 64 << 30)
+#: Bytes of one text file: labelmap.txt, classes.json, a subset list (default 64 MiB).
+MAX_TEXT_BYTES = _env_limit("MAX_TEXT_BYTES", 64 << 20)
+
+
+def limit_hint(name: str) -> str:
+    """How a message says to raise the limit ``name`` of this module."""
+    return (f"If you trust this file, raise the limit with the environment variable SEGZOO_{name} "
+            f"(or segzoo.data.io.{name} in Python).")
 
 
 class DataError(SegzooError, ValueError):
@@ -38,9 +63,12 @@ def read_bytes(path) -> bytes:
 
 
 def decode_text(data: bytes, source: str) -> str:
-    """Decode UTF-8 text read from ``source`` (named in the :class:`DataError` raised otherwise)."""
+    """Decode UTF-8 text read from ``source``, a leading byte-order mark (BOM) dropped.
+
+    Raises :class:`DataError` naming ``source`` for bytes that are not UTF-8.
+    """
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise DataError(f"{source}: not UTF-8 text ({error}). Save it as UTF-8.") from error
 
@@ -65,9 +93,11 @@ def open_zip(path) -> zipfile.ZipFile:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: cannot open as a zip archive ({error}).") from error
+    total = 0
     for info in archive.infolist():
         name = info.filename.replace("\\", "/")
         problem = None
+        total += info.file_size
         if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
             problem = "has an absolute path"
         elif ".." in name.split("/"):
@@ -80,6 +110,10 @@ def open_zip(path) -> zipfile.ZipFile:
                 f"{path}!{info.filename}: unsafe zip member: it {problem}; refusing the archive. "
                 f"Re-create it with relative paths and plain files only."
             )
+    if total > MAX_ZIP_TOTAL_BYTES:
+        archive.close()
+        raise DataError(f"{path}: its members inflate to {total} bytes, more than MAX_ZIP_TOTAL_BYTES "
+                        f"({MAX_ZIP_TOTAL_BYTES}); refusing the archive. {limit_hint('MAX_ZIP_TOTAL_BYTES')}")
     return archive
 
 
@@ -99,8 +133,16 @@ class _Files:
         """How messages name the file ``name``: a path, or ``"<archive>!<member>"``."""
         raise NotImplementedError
 
+    def size(self, name: str) -> int:
+        """Bytes of the file ``name`` (inflated, for a zip member)."""
+        raise NotImplementedError
+
     def read_text(self, name: str) -> str:
-        """The file ``name`` as UTF-8 text."""
+        """The file ``name`` as UTF-8 text (a BOM dropped), at most :data:`MAX_TEXT_BYTES`."""
+        size = self.size(name)
+        if size > MAX_TEXT_BYTES:
+            raise DataError(f"{self.describe(name)}: {size} bytes, more than a text file of a dataset may have "
+                            f"(MAX_TEXT_BYTES = {MAX_TEXT_BYTES}). {limit_hint('MAX_TEXT_BYTES')}")
         return decode_text(self.read(name), self.describe(name))
 
     def close(self) -> None:
@@ -140,6 +182,12 @@ class FolderFiles(_Files):
     def read(self, name: str) -> bytes:
         return read_bytes(self.describe(name))
 
+    def size(self, name: str) -> int:
+        path = self.describe(name)
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: no such file.")
+        return os.path.getsize(path)
+
     def describe(self, name: str) -> str:
         return os.path.join(self.root, *name.split("/"))
 
@@ -178,7 +226,18 @@ class ZipFiles(_Files):
         """Whether the archive holds the file ``name``."""
         return name in self._members
 
+    def size(self, name: str) -> int:
+        try:
+            return self._open().getinfo(name).file_size
+        except KeyError:
+            raise DataError(f"{self.describe(name)}: cannot read this zip member (no such member in the "
+                            f"archive).") from None
+
     def read(self, name: str) -> bytes:
+        size = self.size(name)
+        if size > MAX_ZIP_MEMBER_BYTES:
+            raise DataError(f"{self.describe(name)}: inflates to {size} bytes, more than MAX_ZIP_MEMBER_BYTES "
+                            f"({MAX_ZIP_MEMBER_BYTES}). {limit_hint('MAX_ZIP_MEMBER_BYTES')}")
         try:
             return self._open().read(name)
         except (zipfile.BadZipFile, OSError, KeyError) as error:
@@ -217,9 +276,113 @@ def find_root(names, marker: str) -> str | None:
     return wrapped[0][: -len(marker)] if len(wrapped) == 1 else None
 
 
+def _tiff_entries(data: bytes, start: int):
+    """``{tag: first value}`` of the first IFD of the TIFF structure at ``data[start:]`` (EXIF is one)."""
+    order = {b"II": "<", b"MM": ">"}.get(data[start:start + 2])
+    if order is None or len(data) < start + 8:
+        return {}
+    (offset,) = struct.unpack(order + "I", data[start + 4:start + 8])
+    position = start + offset
+    if len(data) < position + 2:
+        return {}
+    (count,) = struct.unpack(order + "H", data[position:position + 2])
+    entries = {}
+    for index in range(min(count, 512)):
+        entry = data[position + 2 + 12 * index: position + 14 + 12 * index]
+        if len(entry) < 12:
+            break
+        tag, kind, _ = struct.unpack(order + "HHI", entry[:8])
+        if kind == 3:  # SHORT
+            entries[tag] = struct.unpack(order + "H", entry[8:10])[0]
+        elif kind == 4:  # LONG
+            entries[tag] = struct.unpack(order + "I", entry[8:12])[0]
+    return entries
+
+
+def _jpeg_header(data: bytes):
+    """``(width, height, EXIF orientation)`` from the markers of a JPEG, before its image data."""
+    position, size, orientation = 2, None, 1
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            position += 1 if marker == 0xFF else 2
+            continue
+        (length,) = struct.unpack(">H", data[position + 2:position + 4])
+        segment = data[position + 4:position + 2 + length]
+        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
+            orientation = _tiff_entries(segment, 6).get(0x0112, 1)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(segment) >= 5:
+            height, width = struct.unpack(">HH", segment[1:5])
+            size = (width, height)
+            break
+        if marker == 0xDA:
+            break
+        position += 2 + length
+    return (*size, orientation) if size else None
+
+
+def image_header(data: bytes):
+    """``(width, height, EXIF orientation 1..8)`` read from an encoded image's header, or ``None``.
+
+    PNG (with an ``eXIf`` chunk), JPEG (EXIF in APP1), BMP, WebP and TIFF; nothing is decoded.
+    """
+    data = bytes(data[:1 << 20]) if len(data) > 1 << 20 else bytes(data)
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        orientation, position = 1, 8
+        while position + 8 <= len(data):
+            (length,), kind = struct.unpack(">I", data[position:position + 4]), data[position + 4:position + 8]
+            if kind == b"eXIf":
+                orientation = _tiff_entries(data[position + 8:position + 8 + length], 0).get(0x0112, 1)
+            if kind in (b"IDAT", b"IEND"):
+                break
+            position += 12 + length
+        return width, height, orientation
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_header(data)
+    if data.startswith(b"BM") and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height), 1
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP" and len(data) >= 30:
+        kind = data[12:16]
+        if kind == b"VP8X":
+            return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little"), 1
+        if kind == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF), 1
+        if kind == b"VP8 ":
+            width, height = struct.unpack("<HH", data[26:30])
+            return width & 0x3FFF, height & 0x3FFF, 1
+    if data[:4] in (b"II*\0", b"MM\0*"):
+        entries = _tiff_entries(data, 0)
+        if 256 in entries and 257 in entries:
+            return entries[256], entries[257], entries.get(0x0112, 1)
+    return None
+
+
+#: EXIF orientations that swap width and height (a quarter turn).
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1 = as stored .. 8) of an encoded image; 1 when it has none."""
+    header = image_header(data)
+    return header[2] if header else 1
+
+
 def _decode_bytes(data, flags, source):
+    header = image_header(data) if len(data) else None
+    if header is not None and header[0] * header[1] > MAX_IMAGE_PIXELS:
+        raise DataError(f"{source}: its header says {header[0]}x{header[1]} pixels, more than MAX_IMAGE_PIXELS "
+                        f"({MAX_IMAGE_PIXELS}); not decoded. {limit_hint('MAX_IMAGE_PIXELS')}")
     data = np.frombuffer(data, dtype=np.uint8)
-    array = cv2.imdecode(data, flags) if data.size else None
+    try:
+        array = cv2.imdecode(data, flags) if data.size else None
+    except cv2.error as error:
+        reason = str(error).strip().splitlines()[-1]
+        raise DataError(f"{source}: OpenCV cannot decode this image ({reason}). Re-export or remove it.") from None
     if array is None:
         raise DataError(
             f"{source}: cannot decode this file as an image (corrupt, truncated "
@@ -231,8 +394,10 @@ def _decode_bytes(data, flags, source):
 def read_image(path) -> np.ndarray:
     """Read an image file as RGB ``uint8`` of shape ``(H, W, 3)``.
 
-    Grayscale and RGBA files are converted to RGB (alpha is dropped); EXIF
-    orientation is applied, as CVAT does when it shows the image.
+    Grayscale and RGBA files are converted to RGB (alpha is dropped). EXIF
+    orientation is applied, as CVAT does when it shows the image (so masks drawn
+    in CVAT fit it); labels and masks are never turned: they must be drawn on
+    the turned image (see :func:`segzoo.data.folder.check_same_size`).
     """
     return decode_image(read_bytes(path), os.fspath(path))
 

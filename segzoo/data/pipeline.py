@@ -49,10 +49,13 @@ different sizes batched without ``image_size``. They surface as
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import logging
 import math
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from segzoo.constants import IGNORE_INDEX
@@ -62,6 +65,8 @@ from segzoo.data.sources import open_dataset
 from segzoo.data.splits import ALL, DEFAULT_VAL_RATIO, TRAIN, VALIDATION, split_ids
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,10 +162,10 @@ def _tfds_builder(name, data_dir):
     return builder
 
 
-def load_info(source, data_dir=None, val_ratio=DEFAULT_VAL_RATIO, seed=0) -> DataInfo:
+def load_info(source, data_dir=None, val_ratio=DEFAULT_VAL_RATIO, seed=0, label_values=None) -> DataInfo:
     """Class names, colours, ``ignore_index`` and split sizes of a dataset (see :func:`load`)."""
     if _is_path(source):
-        with open_dataset(source, cvat=False) as reader:
+        with open_dataset(source, cvat=False, label_values=label_values) as reader:
             split = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root)
             return DataInfo(tuple(reader.class_names), tuple(reader.colors), reader.ignore_index,
                             split.sizes(), split.method, reader.root)
@@ -170,6 +175,83 @@ def load_info(source, data_dir=None, val_ratio=DEFAULT_VAL_RATIO, seed=0) -> Dat
                     int(meta["ignore_index"]),
                     {name: split.num_examples for name, split in builder.info.splits.items()},
                     meta["split_method"], os.fspath(builder.data_path))
+
+
+def _listed(files, limit=5):
+    return ", ".join(files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+def scan_labels(source, val_ratio=DEFAULT_VAL_RATIO, seed=0, label_values=None, num_classes=None,
+                workers=8) -> dict | None:
+    """Read every label of a folder or zip source once, before training, and catch labels that cannot be right.
+
+    Args:
+        source: as :func:`load` takes it; a TFDS name is not scanned (its builder
+            checked every label), and ``None`` is returned.
+        val_ratio, seed, label_values: as :func:`load`.
+        num_classes: label values must be below it (or ``ignore_index``);
+            ``None``: the dataset's classes.
+        workers: threads reading labels.
+
+    Returns:
+        ``{split: pixel count of each stored value, int64 (256,)}`` for ``"train"`` and ``"validation"``.
+
+    Raises:
+        DataError: naming the files and counts, for a dataset of a single
+            class; for masks stored as 0/255 (255 is the ignore value: every
+            foreground pixel would be ignored), with the fix; for a split in
+            which every pixel is ignored; for values that are no class id.
+        A class that never appears in a split is logged as a warning.
+    """
+    if not _is_path(source):
+        return None
+    with open_dataset(source, cvat=False, label_values=label_values) as reader:
+        where, names, ignore = reader.root, list(reader.class_names), reader.ignore_index
+        if len(names) < 2:
+            raise DataError(f"{where}: a single class ({names[0]!r}), so there is nothing to segment. A binary "
+                            f"dataset has two classes, background and the object (class_names "
+                            f'["background", "object"]); a CVAT task needs a label besides background.')
+        num_classes = len(names) if num_classes is None else max(int(num_classes), 2)
+        split = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root)
+
+        def count(item_id):
+            return item_id, np.bincount(reader.read_label(item_id).ravel(), minlength=256).astype(np.int64)
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+            counts = {split_name: dict(pool.map(count, split.ids(split_name))) for split_name in (TRAIN, VALIDATION)}
+        label_path = reader.label_path
+    totals = {name: sum(per_item.values(), np.zeros(256, np.int64)) for name, per_item in counts.items()}
+    overall = totals[TRAIN] + totals[VALIDATION]
+    seen = {int(v) for v in np.flatnonzero(overall)}
+    if label_values is None and ignore in seen and seen <= {0, ignore}:
+        raise DataError(
+            f"{where}: every label holds only the values 0 and {ignore}, and {ignore} means ignore: these look "
+            f"like binary masks stored as 0/{ignore}, so every foreground pixel ({overall[ignore]} of "
+            f"{overall.sum()}) would be ignored. Pass {option('label_values')} 0 {ignore} to read {ignore} as "
+            f"class 1, or store the masks as 0/1.")
+    for split_name, total in totals.items():
+        if total.sum() and total[ignore] == total.sum():
+            raise DataError(f"{where}: in the {split_name} split, every pixel of the {len(counts[split_name])} "
+                            f"labels is {ignore} (ignore), so there is nothing to learn or to score. Check the "
+                            f"masks (e.g. {_listed([label_path(i) for i in counts[split_name]], 3)}).")
+    bad = {}
+    for per_item in counts.values():
+        for item_id, item_counts in per_item.items():
+            values = [(v, int(item_counts[v])) for v in np.flatnonzero(item_counts) if v >= num_classes and v != ignore]
+            if values:
+                bad[label_path(item_id)] = values
+    if bad:
+        files = [f"{path} ({', '.join(f'value {v}: {c} pixels' for v, c in values[:3])})"
+                 for path, values in sorted(bad.items())]
+        raise DataError(f"{where}: {len(bad)} label(s) hold values that are not class ids: there are "
+                        f"{num_classes} classes (0..{num_classes - 1}) and {ignore} means ignore: "
+                        f"{_listed(files)}. Fix these masks, or the class list in {where}.")
+    for split_name, total in totals.items():
+        missing = [names[c] for c in range(len(names)) if total[c] == 0]
+        if missing and counts[split_name]:
+            logger.warning("%s: class(es) %s never appear in the %s split (%d labels).", where,
+                           ", ".join(repr(m) for m in missing), split_name, len(counts[split_name]))
+    return totals
 
 
 def _in_shard(index, num_shards, shard_index, block_size):
@@ -374,7 +456,7 @@ def _pad_to_full_batches(dataset, count, total, batch_size, num_shards, image_si
 def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuffle=None, shuffle_buffer=1024,
          cache=False, deterministic=False, seed=0, num_classes=None, ignore_index=IGNORE_INDEX, data_dir=None,
          drop_remainder=False, repeat=False, val_ratio=DEFAULT_VAL_RATIO, num_shards=1, shard_index=0,
-         pad_remainder=False) -> tf.data.Dataset:
+         pad_remainder=False, label_values=None) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(image float32 (B, H, W, 3) 0..255, label int32 (B, H, W))``.
 
     Args:
@@ -415,6 +497,9 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
             every batch then splits evenly across devices and processes (a
             mirrored evaluation fails on a device left without data), and the
             fillers count for nothing in segzoo's losses and metrics.
+        label_values: a folder source's stored label value of each class, in
+            order (``(0, 255)`` reads 0/255 masks as ids 0/1); ``None``: stored
+            values are class ids.
 
     Raises:
         DataError: for a missing source, an empty split or an ``ignore_index``
@@ -434,14 +519,14 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
     if pad_remainder and (image_size is None or repeat):
         raise ValueError("pad_remainder makes full batches of a finite dataset: pass image_size, not repeat.")
     shuffle = split == TRAIN if shuffle is None else shuffle
-    info = load_info(source, data_dir=data_dir, val_ratio=val_ratio, seed=seed)
+    info = load_info(source, data_dir=data_dir, val_ratio=val_ratio, seed=seed, label_values=label_values)
     if ignore_index != info.ignore_index:
         raise DataError(f"{info.source}: its labels use ignore_index={info.ignore_index}, not {ignore_index}.")
     num_classes = info.num_classes if num_classes is None else int(num_classes)
     shuffle_later = shuffle and bool(cache)
 
     if _is_path(source):
-        reader = open_dataset(source, cvat=False)  # a zip stays open while the dataset lives
+        reader = open_dataset(source, cvat=False, label_values=label_values)  # a zip stays open meanwhile
         if split not in (TRAIN, VALIDATION, ALL):
             raise ValueError(f"A folder source has the splits '{TRAIN}', '{VALIDATION}' and '{ALL}', "
                              f"not {split!r}.")

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 
@@ -20,8 +22,12 @@ import numpy as np
 
 from segzoo.data.cvat import LABELMAP_FILE, CvatDataset, import_cvat
 from segzoo.data.folder import CLASSES_FILE, SegmentationFolder, SegmentationZip
-from segzoo.data.io import DataError, FolderFiles, ZipFiles, find_root
+from segzoo.data.io import DataError, FolderFiles, ZipFiles, find_root, open_files
 from segzoo.errors import option
+from segzoo.files import atomic_write, write_json
+
+#: What an import folder records about the export it came from (see :func:`prepare_source`).
+IMPORT_RECORD = "source.json"
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ def _refuse_cvat_options(path, images, binary):
                         f"class into one) applies to CVAT exports only. Drop it.")
 
 
-def open_dataset(path, images=None, binary=False, *, cvat=True):
+def open_dataset(path, images=None, binary=False, *, cvat=True, label_values=None):
     """Open a labelled dataset given in any of the forms of the module docstring.
 
     The result follows the protocol of
@@ -92,6 +98,9 @@ def open_dataset(path, images=None, binary=False, *, cvat=True):
         cvat: accept a CVAT export. Readers that need stored class ids (the
             TFDS builder, :func:`segzoo.data.load`) pass ``False``, which turns a
             CVAT export into an error naming the fix.
+        label_values: for an ``rgb/`` + ``gt/`` dataset, the stored label value
+            of each class in order (``(0, 255)``: masks stored as 0/255 become
+            class ids 0/1); ``None`` reads stored values as class ids.
 
     Raises:
         DataError: a missing path, a path that is no dataset (naming what was
@@ -106,9 +115,50 @@ def open_dataset(path, images=None, binary=False, *, cvat=True):
                 f"{found} is a CVAT export; this reader needs an rgb/ + gt/ dataset of class ids. "
                 f"Convert it first with segzoo.data.import_cvat (or segzoo.data.prepare_source)."
             )
+        if label_values is not None:
+            raise DataError(f"{found} is a CVAT export, whose masks are colours: {option('label_values')} "
+                            f"applies to rgb/ + gt/ datasets only. Drop it.")
         return CvatDataset(found, images=images, binary=binary)
     _refuse_cvat_options(path, images, binary)
-    return SegmentationFolder(found) if os.path.isdir(found) else SegmentationZip(found)
+    reader = SegmentationFolder if os.path.isdir(found) else SegmentationZip
+    return reader(found, label_values=label_values)
+
+
+def data_fingerprint(path, images=None) -> dict:
+    """What identifies a dataset on disk: its path, number of files, bytes and a digest of names and sizes.
+
+    ``path`` is a folder or zip (any form :func:`open_dataset` accepts) or a
+    TFDS name (then only the name is recorded); ``images`` the folder of a CVAT
+    export's original images. Contents are not hashed (a file rewritten with
+    the same size goes unnoticed); names and sizes are, which is quick.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return {"source": path}
+    record = {"source": os.path.abspath(path)}
+    for key, root in (("files", path), ("images", images)):
+        if root is None:
+            continue
+        digest, count, total = hashlib.sha256(), 0, 0
+        with open_files(root) as files:
+            for name in files.names():
+                if name.endswith("/" + IMPORT_RECORD) or name == IMPORT_RECORD:
+                    continue
+                size = files.size(name)
+                digest.update(f"{name}\0{size}\n".encode("utf-8"))
+                count, total = count + 1, total + size
+        record[key] = {"count": count, "bytes": total, "sha256": digest.hexdigest()}
+    if images is not None:
+        record["images_folder"] = os.path.abspath(os.fspath(images))
+    return record
+
+
+def _read_record(folder):
+    try:
+        with open(os.path.join(folder, IMPORT_RECORD), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def prepare_source(data, images=None, binary=False, import_dir=None):
@@ -138,12 +188,24 @@ def prepare_source(data, images=None, binary=False, import_dir=None):
         return path
     if import_dir is None:
         raise ValueError(f"{path} is a CVAT export: give import_dir, the folder to import it into.")
-    import_dir = os.fspath(import_dir)
+    import_dir = os.path.abspath(os.fspath(import_dir))
+    record = {"export": data_fingerprint(found, images), "binary": bool(binary)}
+    if os.path.isdir(import_dir) and os.listdir(import_dir) and not os.path.isfile(
+            os.path.join(import_dir, CLASSES_FILE)):
+        raise DataError(f"{import_dir}: not empty and not an import of a CVAT export (no {CLASSES_FILE}); "
+                        f"refusing to replace it. Empty it, or choose another folder.")
     if os.path.isfile(os.path.join(import_dir, CLASSES_FILE)):
-        logger.info("Using the CVAT import already in %s", import_dir)
-        return import_dir
-    logger.info("Importing the CVAT export %s into %s", found, import_dir)
-    return import_cvat(found, import_dir, images=images, binary=binary)
+        if _read_record(import_dir) == record:
+            logger.info("Using the CVAT import of %s already in %s", found, import_dir)
+            return import_dir
+        logger.warning("%s holds an import of another or an edited export (or other options): importing %s "
+                       "anew.", import_dir, found)
+    else:
+        logger.info("Importing the CVAT export %s into %s", found, import_dir)
+    with atomic_write(import_dir, folder=True) as staging:
+        import_cvat(found, staging, images=images, binary=binary)
+        write_json(os.path.join(staging, IMPORT_RECORD), record)
+    return import_dir
 
 
 def sample_images(dataset, count, size, seed=0, subset=None):
