@@ -13,7 +13,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from segzoo.constants import IGNORE_INDEX
 from segzoo.losses.base import SegmentationLoss, scale_for_replicas
 from segzoo.losses.cross_entropy import CrossEntropy
 
