@@ -537,8 +537,8 @@ def train(config: TrainConfig):
         callbacks.append(TimeBudget(config.time_budget * 60, steps_per_epoch, validation_steps, epochs,
                                     schedule=None if state is not None else schedule))
     planned = (model.optimizer.get_config().get("learning_rate") or {}) if state is not None else {}
-    if isinstance(planned, dict) and "total_steps" in planned.get("config", {}):
-        # a resumed run continues to the end of its schedule, shortened when it was fitted to a time budget
+    if config.time_budget is not None and isinstance(planned, dict) and "total_steps" in planned.get("config", {}):
+        # a resumed run fitted to a time budget continues to the end of its shortened schedule
         epochs = min(epochs, -(-planned["config"]["total_steps"] // steps_per_epoch))
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch if run is not None else config.steps_per_epoch,

@@ -107,5 +107,5 @@ def test_training_keeps_its_budget_and_resumes_to_the_shortened_end(make_folder,
     assert 1 < epochs < 500 and "epochs (of 500 asked)" in caplog.text
     assert model.optimizer.get_config()["learning_rate"]["config"]["total_steps"] >= epochs * 3
     # a resumed run goes to the end of its shortened schedule: nothing more to do
-    _, again = train(TrainConfig(**{**config.__dict__, "resume": True, "time_budget": None}))
+    _, again = train(TrainConfig(**{**config.__dict__, "resume": True}))
     assert again.get("loss", []) == []
