@@ -435,7 +435,7 @@ def test_random_kills_never_leave_a_truncated_checkpoint_taken_as_good(make_fold
         if done == 0:
             break
     assert not refusals, refusals
-    assert kills >= 3
+    assert kills >= 2
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == epochs and "pending" not in state
     model = load_model(run / "last.keras")
