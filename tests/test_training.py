@@ -71,7 +71,8 @@ def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(config(folder, tmp_path / "empty", resume=True))
     # the interrupted run planned 1 epoch; resuming with epochs=3 runs epochs 2 and 3 on the same schedule
-    resumed, history = train(config(folder, run, epochs=3, steps_per_epoch=3, resume=True, allow_changes=True))
+    resumed, history = train(config(folder, run, epochs=3, steps_per_epoch=3, optimizer="sgd", schedule="poly",
+                                    resume=True, allow_changes=True))
     assert int(resumed.optimizer.iterations) == 9
     assert len(history["loss"]) == 2
     with open(run / "log.csv") as f:
