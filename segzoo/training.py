@@ -330,7 +330,8 @@ def read_run_state(directory):
 
 
 def _check_new_run(directory, overwrite=False):
-    existing = [f for f in RUN_FILES[:4] if os.path.exists(os.path.join(directory, f))]
+    # a config.json alone is a run killed before its first epoch was saved: nothing to keep
+    existing = [f for f in (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE) if os.path.exists(os.path.join(directory, f))]
     if existing and not overwrite:
         raise OutputExistsError(f"{directory} already holds a run ({', '.join(existing)}). Pass resume=True "
                                 f"(--resume) to continue it, {option('overwrite')} to delete it and start anew, "
