@@ -15,6 +15,14 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+#: Presets that differ from one another in structure. The others repeat one of these with other
+#: widths or block counts (ddrnet23 ~ ddrnet23_slim, pidnet_m ~ pidnet_s, mobilenetv3small ~
+#: mobilenetv3large). The slow per-preset checks (other backends, export) run on these;
+#: test_presets checks that together they use every layer class any preset uses.
+STRUCTURAL_PRESETS = ("ddrnet23_slim", "ddrnet39", "deeplabv3plus_efficientnetb0_lite",
+                      "deeplabv3plus_efficientnetv2s", "deeplabv3plus_mobilenetv3large", "pidnet_s", "pidnet_l")
+
+
 def random_images(batch=1, height=64, width=64, seed=0):
     """Float32 RGB images with values 0..255, shape (batch, height, width, 3)."""
     return np.random.default_rng(seed).uniform(0, 255, (batch, height, width, 3)).astype("float32")

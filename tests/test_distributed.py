@@ -107,11 +107,16 @@ _WORKER = textwrap.dedent("""
     import keras, numpy as np
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    saved = []  # the files this process saves a model to
+    from segzoo.files import PARTIAL_PREFIX
+
+    saved = []  # the files this process saves a model to (their final names, not atomic_write's temporary ones)
     save = keras.Model.save
 
     def recording_save(self, path, *args, **kwargs):
-        saved.append(os.path.basename(str(path)))
+        name = os.path.basename(str(path))
+        if name.startswith(PARTIAL_PREFIX):
+            name = name.split(".", 2)[2]
+        saved.append(name)
         return save(self, path, *args, **kwargs)
 
     keras.Model.save = recording_save

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from harness import TinyBackbone, TinyHead, random_images
+from harness import STRUCTURAL_PRESETS, TinyBackbone, TinyHead, random_images
 from segzoo import export, presets
 from segzoo.models import SegmentationModel
 
@@ -64,8 +64,8 @@ def test_wrong_suffix_and_existing_file_are_refused(model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", presets.list_presets())
-def test_every_preset_exports_to_litert_and_onnx_faithfully(name, tmp_path):
+@pytest.mark.parametrize("name", STRUCTURAL_PRESETS)
+def test_every_preset_structure_exports_to_litert_and_onnx_faithfully(name, tmp_path):
     """keras-hub's DeepLabV3+ LiteRT export gives wrong outputs (keras-hub #2495): check ours, per preset."""
     model = presets.from_name(name, num_classes=3)
     images = random_images(2, 64, 96, seed=5)
@@ -73,6 +73,16 @@ def test_every_preset_exports_to_litert_and_onnx_faithfully(name, tmp_path):
         report = export.export_model(model, tmp_path / f"{name}{suffix}", fmt, input_size=(64, 96),
                                      check_images=images)
         assert report.class_agreement >= 0.999 and report.max_relative_error <= 1e-3, report.summary()
+
+
+def test_onnx_export_collects_tf2onnx_garbage_without_changing_its_optimisers():
+    optimizer = pytest.importorskip("tf2onnx.optimizer")
+    original = optimizer._get_optimizers
+    with export._tf2onnx_collecting_garbage():
+        wrapped = optimizer._get_optimizers()
+        assert list(wrapped) == list(original()) and all(callable(f) for f in wrapped.values())
+        assert type(wrapped["fold_constants"]()) is type(original()["fold_constants"]())
+    assert optimizer._get_optimizers is original
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from harness import (assert_keras_file_roundtrip, assert_trains_one_step, random_images, random_labels,
-                     run_in_backend)
+from harness import (STRUCTURAL_PRESETS, assert_keras_file_roundtrip, assert_trains_one_step, random_images,
+                     random_labels, run_in_backend)
 from segzoo import presets
 from segzoo.utils import count_flops, count_params
 
@@ -85,14 +85,38 @@ def test_markdown_table_lists_every_preset():
     assert all(f"`{name}`" in table for name in NAMES)
 
 
+def _layer_kinds(model):
+    """Layer classes with their activation, e.g. ``('Activation', 'hard_swish')``, of a model and its sub-models."""
+    kinds = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        activation = getattr(layer, "activation", None)
+        kinds.add((type(layer).__name__, getattr(activation, "__name__", str(activation))))
+    return kinds
+
+
+def test_structural_presets_use_every_layer_kind_of_the_zoo():
+    """The slow per-preset checks run on STRUCTURAL_PRESETS only: they must not miss a layer kind."""
+    assert set(STRUCTURAL_PRESETS) <= set(NAMES)
+    covered = set().union(*(_layer_kinds(cached_model(name)) for name in STRUCTURAL_PRESETS))
+    for name in set(NAMES) - set(STRUCTURAL_PRESETS):
+        assert _layer_kinds(cached_model(name)) <= covered, name
+
+
+#: STRUCTURAL_PRESETS by family, one subprocess each (a JAX train step compiles for a minute per preset).
+_FAMILIES = {family: [name for name in STRUCTURAL_PRESETS if name.startswith(family)]
+             for family in ("ddrnet", "deeplabv3plus", "pidnet")}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_other_backends_match_tensorflow(backend, tmp_path):
-    """Each preset, with TensorFlow's weights, gives TensorFlow's logits and trains a step."""
+def test_other_backends_match_tensorflow(backend, family, tmp_path):
+    """Each structural preset, with TensorFlow's weights, gives TensorFlow's logits and trains a step."""
+    names = _FAMILIES[family]
     images = random_images(1, 64, 64)
     np.save(tmp_path / "images.npy", images)
     expected = {}
-    for name in NAMES:
+    for name in names:
         model = cached_model(name)
         model.save_weights(str(tmp_path / f"{name}.weights.h5"))
         expected[name] = model.predict(images, verbose=0)
@@ -103,7 +127,7 @@ def test_other_backends_match_tensorflow(backend, tmp_path):
         from harness import assert_trains_one_step, random_labels
         images = np.load({str(tmp_path / "images.npy")!r})
         out = {{}}
-        for name in {NAMES!r}:
+        for name in {names!r}:
             model = presets.from_name(name, num_classes=3,
                                       weights=f"{tmp_path}/{{name}}.weights.h5")
             np.save(f"{tmp_path}/{{name}}.{backend}.npy", keras.ops.convert_to_numpy(model(images)))
@@ -113,7 +137,7 @@ def test_other_backends_match_tensorflow(backend, tmp_path):
                                                      random_labels(2, 64, 64, 3)))
         print(json.dumps(out))
     """)
-    for name in NAMES:
+    for name in names:
         actual = np.load(tmp_path / f"{name}.{backend}.npy")
         # Untrained deep nets can give logits in the thousands (DDRNet: ~1e3): float32 rounding
         # then differs by ~1e-6 of that scale between backends, so the tolerance follows the scale.
