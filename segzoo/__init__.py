@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export", "files",
     "folding", "heads", "inference", "layers", "losses", "metrics", "models", "plots", "postprocess", "prediction",
-    "presets", "quickstart", "report", "schedules", "time_budget", "training", "utils", "weights",
+    "presets", "quickstart", "recipes", "report", "schedules", "time_budget", "training", "utils", "weights",
 )
 
 

@@ -366,6 +366,32 @@ def run_record(config, fingerprint, class_names):
     return _jsonable({"config": dataclasses.asdict(config), "data": fingerprint, "class_names": list(class_names)})
 
 
+#: Fields a resumed run does not take from the saved ``config.json``: they say how this
+#: invocation runs (and, in a cluster, which process it is), not what the run computes.
+INVOCATION_FIELDS = ("resume", "allow_changes", "overwrite", "gpu", "coordinator_address", "coordinator_port",
+                     "num_processes", "process_id")
+
+
+def saved_settings(directory) -> dict:
+    """The settings of the run saved in ``directory`` (its ``config.json``), less :data:`INVOCATION_FIELDS`.
+
+    What ``segzoo train --resume`` starts from, so that a run resumes with only
+    ``--checkpoint_dir`` and ``--resume``. ``{}`` when the folder has no
+    ``config.json``; settings of an older segzoo that no longer exist are left out.
+    """
+    from segzoo.recipes import check_settings
+
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return {}
+    saved = _read_json(path, "run configuration").get("config", {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - set(INVOCATION_FIELDS)
+    dropped = sorted(set(saved) - known - set(INVOCATION_FIELDS))
+    if dropped:
+        logger.warning("%s: settings no longer known are left out: %s", path, ", ".join(dropped))
+    return check_settings({name: value for name, value in saved.items() if name in known}, TrainConfig, path)
+
+
 def _differences(saved, config, fingerprint):
     """``[(name, saved value, new value)]`` between a saved run record and this run."""
     new = _jsonable(dataclasses.asdict(config))

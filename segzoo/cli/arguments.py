@@ -13,8 +13,13 @@ import dataclasses
 import logging
 import typing
 
-def add_dataclass_arguments(parser, cls, group_title=None, skip=()):
-    """Add one ``--<field>`` flag per field of dataclass ``cls`` to ``parser`` (except ``skip``)."""
+def add_dataclass_arguments(parser, cls, group_title=None, skip=(), only_given=False):
+    """Add one ``--<field>`` flag per field of dataclass ``cls`` to ``parser`` (except ``skip``).
+
+    With ``only_given``, the parsed namespace holds only the flags that were
+    typed (see :func:`given_fields`), so that they can override settings from
+    elsewhere (a recipe file, a saved run); ``--help`` still shows the defaults.
+    """
     target = parser.add_argument_group(group_title) if group_title else parser
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
@@ -23,7 +28,8 @@ def add_dataclass_arguments(parser, cls, group_title=None, skip=()):
         kind, default = hints[field.name], field.default
         help_text = field.metadata.get("help", "")
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs = {"default": default, "help": f"{help_text} (default: {shown})"}
+        kwargs = {"default": argparse.SUPPRESS if only_given else default,
+                  "help": f"{help_text} (default: {shown})"}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif (typing.get_origin(kind) or kind) is tuple:
@@ -39,12 +45,15 @@ def add_dataclass_arguments(parser, cls, group_title=None, skip=()):
     return parser
 
 
+def given_fields(cls, args) -> dict:
+    """``{field: value}`` of the fields of dataclass ``cls`` present in parsed ``args`` (lists as tuples)."""
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return {name: tuple(v) if isinstance(v, list) else v for name, v in fields.items()}
+
+
 def dataclass_from_args(cls, args, **values):
     """An instance of ``cls`` from parsed ``args`` (fields absent from ``args`` keep defaults), plus ``values``."""
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    fields = {name: tuple(v) if isinstance(v, list) else v for name, v in fields.items()}
-    fields.update(values)
-    return cls(**fields)
+    return cls(**{**given_fields(cls, args), **values})
 
 
 def setup_logging(verbose=False):
