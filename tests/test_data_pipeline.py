@@ -275,7 +275,19 @@ def test_the_all_split_reads_every_item_of_a_folder_and_a_tfds_build(make_folder
     info = load_info("every_item", data_dir=tmp_path / "tfds")
     assert len(tfds_items) == info.split_sizes["train"] + info.split_sizes["validation"] < 10
     with pytest.raises(ValueError, match="'all'"):
-        load(folder, "test")
+        load(folder, "holdout")
+    with pytest.raises(DataError, match="the test split is empty"):
+        load(folder, "test")  # no test list
+
+
+def test_a_test_list_is_a_split_of_its_own_in_a_folder_and_a_tfds_build(make_folder, tmp_path):
+    folder = make_folder(num_sources=5, copies=1, subsets={"train": [0, 1, 2], "val": [3], "test": [4]})
+    assert len(_label_hashes(load(folder, "test", batch_size=2, shuffle=False))) == 1  # its copy is excluded
+    assert load_info(folder).split_sizes == {"train": 6, "validation": 1, "test": 1}
+    build_dataset(folder, name="with_test", data_dir=tmp_path / "tfds")
+    info = load_info("with_test", data_dir=tmp_path / "tfds")
+    assert info.split_sizes == {"train": 6, "validation": 1, "test": 1}
+    assert len(_label_hashes(load("with_test", "all", batch_size=2, data_dir=tmp_path / "tfds"))) == 8
 
 
 def test_the_last_batch_can_be_padded_with_ignored_items(make_folder):

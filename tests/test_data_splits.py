@@ -45,12 +45,22 @@ def test_a_lone_default_subset_means_a_ratio_split():
 
 @pytest.mark.parametrize("subsets, message", [
     ({"train": ["s00"], "val": ["s00_aug001"]}, "both train and validation"),
-    ({"train": ["s00"], "test": ["s01"]}, "test"),
+    ({"train": ["s00"], "holdout": ["s01"]}, "holdout"),
+    ({"val": ["s00"], "test": ["s00_aug001", "s01"]}, "both test and validation"),
     ({"train": ["s00"]}, "in no subset list"),
 ])
 def test_bad_subset_lists_are_named(subsets, message):
     with pytest.raises(DataError, match=message):
         split_ids(_ids(2, 1), subsets, where="/data/set")
+
+
+def test_a_test_list_holds_out_originals_that_no_other_split_sees():
+    ids = _ids(4, 1)  # s00 s00_aug001 s01 ...
+    split = split_ids(ids, {"train": ["s00", "s01"], "val": ["s02"], "test": ["s03"]})
+    assert split.test == ["s03"] and split.ids("test") == ["s03"] and "s03_aug001" in split.excluded
+    assert not {"s03", "s03_aug001"} & set(split.train + split.validation)
+    assert split.sizes() == {"train": 4, "validation": 1, "test": 1}
+    assert "test" not in split_ids(ids, {"train": ["s00", "s01", "s02"], "val": ["s03"]}).sizes()
 
 
 def test_a_ratio_that_leaves_a_side_empty_is_refused():

@@ -19,7 +19,8 @@ def add_arguments(parser):
                         help="rgb/ + gt/ folder or zip, CVAT export (folder or zip) or TFDS dataset name")
     parser.add_argument("--images", help="CVAT export saved without images: the original images")
     parser.add_argument("--data_dir", help="TFDS data directory, for a TFDS dataset name")
-    parser.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
+    parser.add_argument("--split", default="validation",
+                        help="split to evaluate: train, validation, test (a test list) or all (default: validation)")
     parser.add_argument("--val_ratio", type=float, default=0.1,
                         help="validation fraction when the data has no split lists; use the training value")
     parser.add_argument("--seed", type=int, default=0, help="split seed; use the training value (default: 0)")

@@ -39,7 +39,7 @@ from segzoo.data.cvat import CvatDataset
 from segzoo.data.folder import SizeMismatchError
 from segzoo.data.io import DataError
 from segzoo.data.overlay import overlay_label
-from segzoo.data.splits import DEFAULT_VAL_RATIO, TRAIN, VALIDATION, split_ids
+from segzoo.data.splits import DEFAULT_VAL_RATIO, TEST, TRAIN, VALIDATION, split_ids
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def inspect(data, images=None, binary=False, data_dir=None, val_ratio=DEFAULT_VA
         else:
             names, colors, ignore = list(opened.class_names), list(opened.colors), opened.ignore_index
             split = split_ids(opened.ids, opened.subsets(), val_ratio, seed, where=opened.root)
-            side = {**{i: TRAIN for i in split.train}, **{i: VALIDATION for i in split.validation}}
+            side = {i: name for name in (TRAIN, VALIDATION, TEST) for i in split.ids(name)}
             total, items = len(opened.ids), _reader_items(opened, side)
             unlabelled = set(opened.unlabelled_ids) if kind == "cvat" else None
             # the contact sheet shows annotated items first (an export may be mostly empty frames)

@@ -62,7 +62,7 @@ from segzoo.constants import IGNORE_INDEX
 from segzoo.errors import option
 from segzoo.data.io import DataError
 from segzoo.data.sources import open_dataset
-from segzoo.data.splits import ALL, DEFAULT_VAL_RATIO, TRAIN, VALIDATION, split_ids
+from segzoo.data.splits import ALL, DEFAULT_VAL_RATIO, TEST, TRAIN, VALIDATION, split_ids
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -463,7 +463,7 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
         source: path of an ``rgb/`` + ``gt/`` folder, a zip of one or a folder
             holding one such zip, or the name of a dataset built by
             :func:`segzoo.data.build_dataset` in ``data_dir``.
-        split: ``"train"``, ``"validation"`` or ``"all"`` (every item, for a
+        split: ``"train"``, ``"validation"``, ``"test"`` (from a test list) or ``"all"`` (every item, for a
             held-out set; a TFDS source also takes TFDS split syntax such as
             ``"train[:50%]"``).
         batch_size: images per batch.
@@ -527,9 +527,9 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
 
     if _is_path(source):
         reader = open_dataset(source, cvat=False, label_values=label_values)  # a zip stays open meanwhile
-        if split not in (TRAIN, VALIDATION, ALL):
-            raise ValueError(f"A folder source has the splits '{TRAIN}', '{VALIDATION}' and '{ALL}', "
-                             f"not {split!r}.")
+        if split not in (TRAIN, VALIDATION, TEST, ALL):
+            raise ValueError(f"A folder source has the splits '{TRAIN}', '{VALIDATION}', '{TEST}' (from a "
+                             f"test list) and '{ALL}', not {split!r}.")
         ids = (list(reader.ids) if split == ALL
                else split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root).ids(split))
         if not ids:
@@ -541,7 +541,7 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
         count = sum(_in_shard(i, num_shards, shard_index, batch_size) for i in range(total))
     else:
         builder = _tfds_builder(source, data_dir)
-        tfds_split = f"{TRAIN}+{VALIDATION}" if split == ALL else split
+        tfds_split = "+".join(builder.info.splits) if split == ALL else split
         part = tfds_split
         if num_shards > 1:
             import tensorflow_datasets as tfds

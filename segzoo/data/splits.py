@@ -3,7 +3,9 @@
 Two sources of truth, in this order:
 
 1. ``ImageSets/Segmentation/<subset>.txt`` lists (a CVAT export writes them):
-   ``train`` -> ``train``; ``val`` or ``validation`` -> ``validation``. A lone
+   ``train`` -> ``train``; ``val`` or ``validation`` -> ``validation``; ``test``
+   -> ``test`` (held out: never trained on, never used to pick a checkpoint; a
+   benchmark's test set, scored with ``segzoo eval --split test``). A lone
    ``default`` list means CVAT had no subsets, so it carries no split and rule 2
    applies. Every item must then be covered: listed itself, or an augmented
    copy (``<id>_aug001``) whose source id is listed.
@@ -15,7 +17,7 @@ Two sources of truth, in this order:
    place, and nothing depends on numpy's random streams.
 
 In both cases all copies of one source go to the same side, and the validation
-split keeps only originals (items whose id is their own source id): augmented
+(and test) split keeps only originals (items whose id is their own source id): augmented
 copies of a validation source are left out of both splits and counted in
 :attr:`Split.excluded`, since scoring a model on synthetic variants of one image
 would overweight that image, and training on them would leak it.
@@ -31,12 +33,13 @@ from segzoo.data.io import DataError
 
 TRAIN = "train"
 VALIDATION = "validation"
+TEST = "test"
 #: Every item of a dataset, whatever its split (held-out sets, scoring).
 ALL = "all"
 DEFAULT_VAL_RATIO = 0.1
 
 #: CVAT subset name -> split name.
-SUBSET_TO_SPLIT = {"train": TRAIN, "val": VALIDATION, "validation": VALIDATION}
+SUBSET_TO_SPLIT = {"train": TRAIN, "val": VALIDATION, "validation": VALIDATION, "test": TEST}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,24 +49,27 @@ class Split:
     Attributes:
         train: ids of the training split, sorted.
         validation: ids of the validation split (originals only), sorted.
-        excluded: augmented copies of validation sources, in neither split.
+        excluded: augmented copies of validation and test sources, in no split.
         method: ``"image_sets"`` (from the lists) or ``"ratio"`` (seeded).
+        test: ids of the held-out test split (originals only, from a ``test`` list), sorted.
     """
 
     train: list[str]
     validation: list[str]
     excluded: list[str]
     method: str
+    test: list[str] = dataclasses.field(default_factory=list)
 
     def ids(self, split: str) -> list[str]:
-        """The ids of ``split`` (``"train"`` or ``"validation"``)."""
-        if split not in (TRAIN, VALIDATION):
-            raise ValueError(f"Unknown split {split!r}: expected '{TRAIN}' or '{VALIDATION}'.")
-        return self.train if split == TRAIN else self.validation
+        """The ids of ``split`` (``"train"``, ``"validation"`` or ``"test"``)."""
+        if split not in (TRAIN, VALIDATION, TEST):
+            raise ValueError(f"Unknown split {split!r}: expected '{TRAIN}', '{VALIDATION}' or '{TEST}'.")
+        return {TRAIN: self.train, VALIDATION: self.validation, TEST: self.test}[split]
 
     def sizes(self) -> dict[str, int]:
-        """Split name -> number of items."""
-        return {TRAIN: len(self.train), VALIDATION: len(self.validation)}
+        """Split name -> number of items (``"test"`` only when there is one)."""
+        sizes = {TRAIN: len(self.train), VALIDATION: len(self.validation)}
+        return {**sizes, TEST: len(self.test)} if self.test else sizes
 
 
 def split_ids(ids, subsets=None, val_ratio=DEFAULT_VAL_RATIO, seed=0, where="dataset") -> Split:
@@ -93,8 +99,9 @@ def split_ids(ids, subsets=None, val_ratio=DEFAULT_VAL_RATIO, seed=0, where="dat
         method = "ratio"
     train = [i for i in ids if side[source_id(i)] == TRAIN]
     validation = [i for i in ids if side[source_id(i)] == VALIDATION and source_id(i) == i]
-    excluded = [i for i in ids if side[source_id(i)] == VALIDATION and source_id(i) != i]
-    return Split(train=train, validation=validation, excluded=excluded, method=method)
+    test = [i for i in ids if side[source_id(i)] == TEST and source_id(i) == i]
+    excluded = [i for i in ids if side[source_id(i)] != TRAIN and source_id(i) != i]
+    return Split(train=train, validation=validation, excluded=excluded, method=method, test=test)
 
 
 def _sides_from_subsets(ids, subsets, where):
@@ -112,14 +119,15 @@ def _sides_from_subsets(ids, subsets, where):
             source = source_id(item_id)
             if side.setdefault(source, SUBSET_TO_SPLIT[name]) != SUBSET_TO_SPLIT[name]:
                 raise DataError(
-                    f"{lists}: the source image '{source}' is listed in both train and validation "
-                    f"(via '{item_id}' in {name}.txt). Keep each source and its copies on one side."
+                    f"{lists}: the source image '{source}' is listed in both {side[source]} and "
+                    f"{SUBSET_TO_SPLIT[name]} (via '{item_id}' in {name}.txt). Keep each source and its "
+                    f"copies on one side."
                 )
     unlisted = [i for i in ids if source_id(i) not in side]
     if unlisted:
         raise DataError(
             f"{lists}: {len(unlisted)} item(s) are in no subset list, e.g. "
-            f"{', '.join(unlisted[:5])}. Add them (or their source ids) to train.txt or val.txt, "
+            f"{', '.join(unlisted[:5])}. Add them (or their source ids) to train.txt, val.txt or test.txt, "
             f"or delete the lists to split by val_ratio."
         )
     return side

@@ -180,7 +180,8 @@ class SegmentationFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
             logger.info("%s: %d augmented copies of validation images are in neither split.",
                         path, len(split.excluded))
         return {name: self._generate_examples(path, ids)
-                for name, ids in (("train", split.train), ("validation", split.validation)) if ids}
+                for name, ids in (("train", split.train), ("validation", split.validation), ("test", split.test))
+                if ids}
 
     def _generate_examples(self, path, ids):
         with open_dataset(path, cvat=False) as reader:
