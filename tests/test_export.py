@@ -18,6 +18,7 @@ def model():
     ("litert", "float16", "probabilities"),
     ("litert", "int8", "classes"),
     ("onnx", "none", "logits"),
+    ("onnx", "int8", "logits"),
     ("saved_model", "none", "classes"),
 ])
 def test_export_runs_and_agrees(model, tmp_path, fmt, quantize, output):
@@ -26,6 +27,12 @@ def test_export_runs_and_agrees(model, tmp_path, fmt, quantize, output):
     report = export.export_model(model, tmp_path / f"model{suffix}", fmt, quantize, (32, 48), output,
                                  representative_images=images)
     assert report.class_agreement >= export.MIN_AGREEMENT[quantize]
+    if fmt == "onnx" and quantize == "int8":  # quantised for real: int8 weights, not a float graph
+        import onnx
+
+        graph = onnx.load(report.path).graph
+        assert any(node.op_type == "DequantizeLinear" for node in graph.node)
+        assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
     run = export.runner(report.path, fmt)
     result = run(np.stack(images[:2]))
     expected_shape = (2, 32, 48) if output == "classes" else (2, 32, 48, 3)
@@ -43,7 +50,8 @@ def test_disagreeing_export_fails_loudly(model, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(format="onnx", quantize="int8"), "LiteRT only"),
+    (dict(format="onnx", quantize="float16"), r"does not apply to onnx; choose one of \('none', 'int8'\)"),
+    (dict(format="onnx", quantize="int8"), "representative"),
     (dict(format="litert", quantize="int8"), "representative"),
     (dict(format="tflite"), "format"),
     (dict(format="litert", input_size=(30, 32)), "multiples of 8"),

@@ -27,7 +27,8 @@ def add_arguments(parser):
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
     parser.add_argument("--format", required=True, choices=export.FORMATS, help="export format")
     parser.add_argument("--quantize", default="none", choices=export.QUANTIZATIONS,
-                        help="LiteRT quantisation (default: none)")
+                        help="quantisation: LiteRT float16 or int8, ONNX int8 (static, calibrated on --data) "
+                             "(default: none)")
     parser.add_argument("--output", required=True, help="output file (.tflite, .onnx) or SavedModel folder")
     parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
                         help="height and width of the exported graph (default: 480 640)")
