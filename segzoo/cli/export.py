@@ -3,13 +3,16 @@
 The exported graph takes float32 RGB 0..255 images (NHWC, batch 1 for LiteRT)
 and normalises inside itself. After writing, the file runs on real images with
 its own runtime and the export fails loudly if it disagrees with the model.
-int8 LiteRT calibrates on --calibration_images images drawn from --data.
+int8 (LiteRT, or ONNX Runtime static quantisation) calibrates on --calibration_images images
+drawn from --data.
 
 Examples:
 
     segzoo export --checkpoint runs/holes/best.keras --format litert \\
         --quantize int8 --data export.zip --output holes_int8.tflite
     segzoo export --checkpoint runs/holes/best.keras --format onnx --output holes.onnx
+    segzoo export --checkpoint runs/holes/best.keras --format onnx --quantize int8 \\
+        --data export.zip --output holes_int8.onnx
 
 TensorRT: from the ONNX file (any input size), for one size:
 
