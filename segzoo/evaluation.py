@@ -1,17 +1,20 @@
 """Evaluation: mean IoU over a split, model size and cost, latency, and pictures for people.
 
 * :func:`evaluate_segmentation`: streaming confusion matrix over a dataset ->
-  mean IoU, per-class IoU, pixel accuracy.
+  mean IoU, per-class IoU, pixel accuracy; optionally with test-time
+  augmentation (:mod:`segzoo.tta`: flips, scales, sliding windows).
 * :func:`measure_latency`: wall-clock latency of the compiled forward pass
   (batch norm folded), after warm-up, device synchronised, median and 90th
   percentile.
-* :func:`evaluation_report` joins both with parameters and GFLOPs;
+* :func:`evaluation_report` joins both with parameters and GFLOPs (and the
+  scores with test-time augmentation beside the single-pass ones);
   :func:`format_report` prints it as a table.
 * :func:`prediction_rows` / :func:`save_visualizations`: image | truth | prediction | confidence.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -22,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from segzoo import folding, postprocess
+from segzoo import tta as tta_module
 from segzoo.constants import IGNORE_INDEX
 from segzoo.metrics import MeanIoU
 from segzoo.utils import count_flops, count_params
@@ -99,8 +103,23 @@ def measure_latency(model, input_shape=(480, 640, 3), batch_size=1, warmup=10, r
             "warmup": warmup, "batch_size": batch_size, "input_shape": list(input_shape)}
 
 
+def _averaged_logits(model, forward, tta, counter):
+    """``images -> logits`` of the probabilities :func:`segzoo.tta.predict_probabilities` averages over the
+    passes of ``tta``; ``counter["passes"]`` adds up the images (or windows) the model runs on."""
+
+    def probabilities(images):
+        counter["passes"] += len(images)
+        return keras.ops.convert_to_numpy(postprocess.probabilities(forward(images)))
+
+    def logits(images):
+        averaged = tta_module.predict_probabilities(probabilities, images, tta, model.size_divisor)
+        return postprocess.logits_from_probabilities(averaged, model.num_classes)
+
+    return logits
+
+
 def evaluate_segmentation(model, dataset, class_names, ignore_index=IGNORE_INDEX, forward=None,
-                          progress=True):
+                          progress=True, tta=None):
     """Mean IoU, per-class IoU and pixel accuracy of ``model`` over ``dataset``.
 
     Args:
@@ -110,30 +129,40 @@ def evaluate_segmentation(model, dataset, class_names, ignore_index=IGNORE_INDEX
         ignore_index: label value that counts for nothing.
         forward: ``images -> logits`` to use instead of the compiled model.
         progress: show a progress bar.
+        tta: a :class:`segzoo.tta.TestTimeAugmentation`: score the probabilities averaged over its
+            flipped, rescaled or windowed passes instead of one pass.
 
     Returns:
         dict: ``mean_iou``, ``per_class_iou`` (name -> IoU, None for a class absent
         from truth and prediction), ``pixel_accuracy``, ``confusion_matrix`` (rows =
-        truth), ``num_images``.
+        truth), ``num_images``; with ``tta`` also ``settings`` (its fields) and
+        ``forward_passes_per_image`` (model runs, on an image or a window, per image).
     """
     num_classes = postprocess.num_output_classes(model.num_classes)
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for a model predicting {num_classes} classes.")
     forward = forward or compiled_forward(model)
+    counter = {"passes": 0}
+    if tta is not None:
+        forward = _averaged_logits(model, forward, tta, counter)
     metric = MeanIoU(num_classes=num_classes, ignore_index=ignore_index)
     num_images = 0
-    for images, labels in tqdm(dataset, desc="evaluating", unit="batch", disable=not progress):
+    for images, labels in tqdm(dataset, desc="evaluating" if tta is None else "evaluating with TTA", unit="batch",
+                               disable=not progress):
         metric.update_state(labels, forward(images))
         num_images += int(images.shape[0])
     confusion = metric.confusion_matrix()
     per_class = metric.per_class_iou()
-    return {
+    result = {
         "mean_iou": float(metric.result()),
         "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, per_class)},
         "pixel_accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)),
         "confusion_matrix": confusion.tolist(),
         "num_images": num_images,
     }
+    if tta is not None:
+        result.update(settings=dataclasses.asdict(tta), forward_passes_per_image=counter["passes"] / max(num_images, 1))
+    return result
 
 
 def cpu_vector_extensions():
@@ -169,10 +198,21 @@ def machine_description():
 
 
 def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), latency_runs=50,
-                      latency_warmup=10, ignore_index=IGNORE_INDEX):
-    """Accuracy over ``dataset`` plus parameters, GFLOPs and batch-1 latency at ``input_shape``."""
-    forward = compiled_forward(model)  # one folded copy for both
+                      latency_warmup=10, ignore_index=IGNORE_INDEX, tta=None):
+    """Accuracy over ``dataset`` plus parameters, GFLOPs and batch-1 latency at ``input_shape``.
+
+    With ``tta`` (a :class:`segzoo.tta.TestTimeAugmentation`), the scores with it too, under ``"tta"``:
+    ``mean_iou``, ``per_class_iou``, ``pixel_accuracy``, ``settings`` and ``forward_passes_per_image``
+    (what it costs; the latency stays that of one pass).
+    """
+    if tta is not None:
+        tta.check(model.size_divisor)  # before any work
+    forward = compiled_forward(model)  # one folded copy for all
     report = evaluate_segmentation(model, dataset, class_names, ignore_index, forward=forward)
+    if tta is not None:
+        scored = evaluate_segmentation(model, dataset, class_names, ignore_index, forward=forward, tta=tta)
+        report["tta"] = {key: scored[key] for key in ("mean_iou", "per_class_iou", "pixel_accuracy", "settings",
+                                                      "forward_passes_per_image")}
     report.update(
         parameters=count_params(model),
         gflops=count_flops(model, input_shape) / 1e9,
@@ -183,13 +223,24 @@ def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), la
 
 
 def format_report(report) -> str:
-    """The report as a plain-text table: per-class IoU, then the summary lines."""
-    width = max(len(name) for name in report["per_class_iou"]) + 2
-    lines = [f"{'class':<{width}} IoU", "-" * (width + 8)]
+    """The report as a plain-text table: per-class IoU, then the summary lines; with a ``"tta"`` entry
+    (:func:`evaluation_report`), its scores in a second column and a line on what it costs."""
+    tta = report.get("tta")
+    labels = [*report["per_class_iou"], *(["pixel accuracy"] if tta else [])]  # two columns line up
+    width = max(len(label) for label in labels) + 2
+
+    def score(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
+    def line(label, single, augmented):
+        return f"{label:<{width}} {single}" if tta is None else f"{label:<{width}} {single:<7} {augmented}"
+
+    rule = "-" * (width + (16 if tta else 8))
+    lines = [line("class", "IoU", "TTA IoU"), rule]
     for name, iou in report["per_class_iou"].items():
-        lines.append(f"{name:<{width}} {'n/a' if iou is None else f'{iou:.4f}'}")
-    lines += ["-" * (width + 8), f"{'mean IoU':<{width}} {report['mean_iou']:.4f}",
-              f"{'pixel accuracy':<{width}} {report['pixel_accuracy']:.4f}"]
+        lines.append(line(name, score(iou), tta and score(tta["per_class_iou"][name])))
+    lines += [rule, line("mean IoU", score(report["mean_iou"]), tta and score(tta["mean_iou"])),
+              line("pixel accuracy", score(report["pixel_accuracy"]), tta and score(tta["pixel_accuracy"]))]
     if "parameters" in report:
         latency = report["latency"]
         shape = latency["input_shape"]
@@ -197,6 +248,8 @@ def format_report(report) -> str:
                   f"{'GFLOPs':<{width}} {report['gflops']:.2f} (multiply-adds, {shape[1]}x{shape[0]})",
                   f"{'latency':<{width}} {latency['median_ms']:.1f} ms median, {latency['p90_ms']:.1f} ms p90 "
                   f"(batch {latency['batch_size']}, {latency['runs']} runs)"]
+    if tta:
+        lines.append(f"{'TTA':<{width}} {tta_module.cost(tta)}")
     return "\n".join(lines)
 
 

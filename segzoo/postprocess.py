@@ -19,6 +19,17 @@ def probabilities(logits):
     return ops.softmax(logits, axis=-1)
 
 
+def logits_from_probabilities(probabilities, num_channels):
+    """Logits ``(B, H, W, num_channels)`` that :func:`probabilities` and :func:`classes` turn back into
+    ``probabilities`` ``(B, H, W, K)`` and their classes: log-probabilities, or for a binary model
+    (``num_channels == 1``) the one logit ``log(p / (1 - p))`` of its ``[1 - p, p]``. For averaged
+    probabilities (test-time augmentation), so that metrics written for logits score them."""
+    log_p = ops.log(ops.maximum(ops.cast(probabilities, "float32"), 1e-30))
+    if num_channels == 1:
+        return log_p[..., 1:] - log_p[..., :1]
+    return log_p
+
+
 def classes(logits):
     """Class ids ``(B, H, W)`` int32: argmax (first maximum on ties), or ``logit > 0`` for a 1-channel model."""
     if logits.shape[-1] == 1:

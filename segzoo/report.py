@@ -17,16 +17,28 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1.5em 0}img,video{max-width:100%;border:1px solid #ddd}figcaption{color:#555}"""
 
 
-def _rows(pairs):
-    return "".join(f"<tr><th>{html.escape(str(k))}</th><td class=num>{html.escape(str(v))}</td></tr>"
-                   for k, v in pairs)
+def _rows(rows):
+    """Table rows of ``(label, value, ...)``: the label as a header cell, each value a number cell."""
+    return "".join(f"<tr><th>{html.escape(str(label))}</th>"
+                   + "".join(f"<td class=num>{html.escape(str(v))}</td>" for v in values) + "</tr>"
+                   for label, *values in rows)
+
+
+def _score(value):
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def summary_rows(report):
-    """``(label, text)`` pairs of a report's headline figures (mean IoU, accuracy, cost, latency)."""
-    rows = [("mean IoU", f"{report['mean_iou']:.4f}")]
+    """``(label, text)`` pairs of a report's headline figures (mean IoU, accuracy, cost, latency), with the
+    scores of test-time augmentation and what it costs when the report has a ``"tta"`` entry."""
+    tta = report.get("tta")
+    rows = [("mean IoU", _score(report["mean_iou"]))]
+    if tta:
+        rows.append(("mean IoU with TTA", _score(tta["mean_iou"])))
     if "pixel_accuracy" in report:
-        rows.append(("pixel accuracy", f"{report['pixel_accuracy']:.4f}"))
+        rows.append(("pixel accuracy", _score(report["pixel_accuracy"])))
+        if tta:
+            rows.append(("pixel accuracy with TTA", _score(tta["pixel_accuracy"])))
     if "parameters" in report:
         latency = report["latency"]
         height, width = latency["input_shape"][:2]
@@ -34,6 +46,10 @@ def summary_rows(report):
                  ("GFLOPs", f"{report['gflops']:.2f} (multiply-adds, {width}x{height})"),
                  ("latency", f"{latency['median_ms']:.1f} ms median, {latency['p90_ms']:.1f} ms p90 "
                              f"(batch {latency['batch_size']})")]
+    if tta:
+        from segzoo.tta import cost
+
+        rows.append(("TTA", cost(tta)))
     machine = report.get("machine") or {}
     if machine:
         rows.append(("machine", ", ".join(str(v) for v in machine.values() if v not in (None, [], ""))))
@@ -47,7 +63,8 @@ def write_html_report(path, title, report, pictures=(), videos=(), extra_rows=()
         path: the HTML file to write.
         title: the page's title.
         report: a :func:`segzoo.evaluation.evaluation_report`-style dict (``mean_iou``,
-            ``per_class_iou`` and, when present, cost and latency).
+            ``per_class_iou`` and, when present, cost, latency and the ``"tta"`` scores, shown beside
+            the single-pass ones).
         pictures: ``(caption, file)`` pairs; files are written relative to ``path``'s folder.
         videos: ``(caption, file)`` pairs, shown as HTML5 video.
         extra_rows: more ``(label, text)`` rows for the headline table.
@@ -60,11 +77,14 @@ def write_html_report(path, title, report, pictures=(), videos=(), extra_rows=()
     def relative(file):
         return html.escape(os.path.relpath(os.path.abspath(os.path.join(folder, file)), folder).replace(os.sep, "/"))
 
-    per_class = [(name, "n/a" if iou is None else f"{iou:.4f}") for name, iou in report["per_class_iou"].items()]
+    tta = report.get("tta")
+    per_class = [(name, _score(iou), *([_score(tta["per_class_iou"][name])] if tta else []))
+                 for name, iou in report["per_class_iou"].items()]
+    header = "<tr><th>class</th><th>IoU</th>" + ("<th>IoU with TTA</th>" if tta else "") + "</tr>"
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<table>{_rows([*summary_rows(report), *extra_rows])}</table>",
-             f"<h2>IoU per class</h2><table><tr><th>class</th><th>IoU</th></tr>{_rows(per_class)}</table>"]
+             f"<h2>IoU per class</h2><table>{header}{_rows(per_class)}</table>"]
     for caption, file in pictures:
         parts.append(f"<figure><img src=\"{relative(file)}\" alt=\"{html.escape(caption)}\">"
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")

@@ -126,3 +126,48 @@ def test_debug_shows_the_traceback_and_bugs_keep_theirs(tmp_path, monkeypatch):
     monkeypatch.setattr(augment, "run", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["augment", "--source", "x", "--output", str(tmp_path / "o")])
+
+
+# -- segzoo eval with test-time augmentation -----------------------------------------------------------
+
+def tiny_checkpoint(path):
+    """A tiny untrained 3-class model saved as a .keras checkpoint."""
+    from harness import TinyBackbone, TinyHead
+    from segzoo.models import SegmentationModel
+
+    SegmentationModel(TinyBackbone(), TinyHead(3)).save(path)
+    return str(path)
+
+
+def test_eval_with_tta_writes_both_scores(make_folder, tmp_path, capsys):
+    import json
+
+    folder = make_folder(num_sources=4, copies=0, size=(32, 48))
+    out = tmp_path / "eval"
+    status, printed, err = segzoo(["eval", "--checkpoint", tiny_checkpoint(tmp_path / "m.keras"), "--data",
+                                   str(folder), "--val_ratio", "0.5", "--latency_size", "32", "48",
+                                   "--latency_runs", "2", "--grid_images", "1", "--output", str(out),
+                                   "--flip", "--scales", "1.0", "1.5"], capsys)
+    assert status == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    tta = metrics["tta"]
+    assert 0 <= metrics["mean_iou"] <= 1 and 0 <= tta["mean_iou"] <= 1
+    assert set(tta["per_class_iou"]) == set(metrics["per_class_iou"]) == {"background", "hole", "crack"}
+    assert tta["settings"] == {"flip": True, "scales": [1.0, 1.5], "window": None, "overlap": 1 / 3}
+    assert tta["forward_passes_per_image"] == 4 and metrics["latency"]["batch_size"] == 1
+    assert "TTA IoU" in printed and "4 forward passes per image" in printed
+    assert "mean IoU with TTA" in (out / "report.html").read_text()
+
+
+def test_eval_refuses_bad_tta_flags_with_one_message(make_folder, tmp_path, capsys):
+    missing = ["eval", "--checkpoint", str(tmp_path / "none.keras"), "--data", str(tmp_path / "missing"),
+               "--output", str(tmp_path / "eval")]
+    status, _, err = segzoo(missing + ["--scales", "0"], capsys)  # refused before anything is read
+    assert_one_message(status, err, "--scales 0.0", "positive")
+    status, _, err = segzoo(missing + ["--overlap", "0.5"], capsys)
+    assert_one_message(status, err, "--overlap 0.5", "--window H W")
+    folder = make_folder(num_sources=2, copies=0, size=(32, 48))
+    status, _, err = segzoo(["eval", "--checkpoint", tiny_checkpoint(tmp_path / "m.keras"), "--data", str(folder),
+                             "--val_ratio", "0.5", "--output", str(tmp_path / "eval"), "--window", "20", "24"],
+                            capsys)
+    assert_one_message(status, err, "--window 20 24", "size divisor 8", "e.g. 16 24")

@@ -10,6 +10,7 @@ from harness import TinyBackbone, TinyHead, random_images, random_labels
 from segzoo import evaluation, postprocess
 from segzoo.metrics import confusion_matrix, iou_from_confusion
 from segzoo.models import SegmentationModel
+from segzoo.tta import TestTimeAugmentation
 
 NAMES = ["background", "hole", "crack"]
 
@@ -63,6 +64,23 @@ def test_report_table_and_cost(model):
     assert report["gflops"] > 0 and report["latency"]["runs"] == 3
     table = evaluation.format_report(report)
     assert all(name in table for name in NAMES) and "mean IoU" in table and "ms median" in table
+    assert "tta" not in report and "TTA" not in table
+
+
+def test_report_with_tta_has_both_scores_and_what_tta_costs(model):
+    tta = TestTimeAugmentation(flip=True, scales=(1.0, 1.5))
+    report = evaluation.evaluation_report(model, batches(1), NAMES, (32, 32, 3), latency_runs=2, latency_warmup=1,
+                                          tta=tta)
+    assert report["mean_iou"] == evaluation.evaluate_segmentation(model, batches(1), NAMES, progress=False)["mean_iou"]
+    scored = evaluation.evaluate_segmentation(model, batches(1), NAMES, progress=False, tta=tta)
+    assert report["tta"] == {key: scored[key] for key in ("mean_iou", "per_class_iou", "pixel_accuracy", "settings",
+                                                          "forward_passes_per_image")}
+    assert report["tta"]["forward_passes_per_image"] == 4 and report["latency"]["runs"] == 2
+    table = evaluation.format_report(report).splitlines()
+    assert table[0].split() == ["class", "IoU", "TTA", "IoU"]
+    mean = next(line for line in table if line.startswith("mean IoU")).split()
+    assert mean[2:] == [f"{report['mean_iou']:.4f}", f"{report['tta']['mean_iou']:.4f}"]
+    assert table[-1].split()[0] == "TTA" and "flip, scales 1 1.5: 4 forward passes per image" in table[-1]
 
 
 def test_visualizations_are_side_by_side_panels(model, tmp_path):

@@ -58,6 +58,24 @@ def test_save_evaluation_writes_the_page_and_its_pictures(tmp_path):
     assert all(f'src="{name}"' in page for name in ("predictions.png", "per_class_iou.png", "confusion_matrix.png"))
 
 
+def test_the_page_shows_tta_scores_beside_the_single_pass_ones(tmp_path):
+    report = fake_report()
+    report["tta"] = {"mean_iou": 0.65, "pixel_accuracy": 0.87,
+                     "per_class_iou": {"background": 0.83, "crack": 0.47, "hole": None},
+                     "settings": {"flip": True, "scales": [1.0, 1.5], "window": None, "overlap": 1 / 3},
+                     "forward_passes_per_image": 4.0}
+    reports.save_evaluation(str(tmp_path), report, "tta run", rows(), COLORS)
+    page = (tmp_path / "report.html").read_text()
+    assert "<th>mean IoU</th><td class=num>0.6100</td>" in page
+    assert "<th>mean IoU with TTA</th><td class=num>0.6500</td>" in page
+    assert "<th>pixel accuracy with TTA</th><td class=num>0.8700</td>" in page
+    assert "<th>IoU with TTA</th>" in page
+    assert "<th>crack</th><td class=num>0.4200</td><td class=num>0.4700</td>" in page
+    assert "flip, scales 1 1.5: 4 forward passes per image" in page
+    plain = reports.write_html_report(str(tmp_path / "plain.html"), "plain", fake_report())
+    assert "TTA" not in open(plain, encoding="utf-8").read()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); "
                                              ".ci/run installs it")
 def test_report_page_loads_every_image_in_a_browser(tmp_path):

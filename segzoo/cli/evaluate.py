@@ -5,9 +5,17 @@ every figure and picture), per_class_iou.png, confusion_matrix.png and predictio
 (a grid of image | truth | prediction | confidence); --visualize also writes one
 full-resolution PNG per image to <output>/visualizations/.
 
-Example:
+Test-time augmentation (--flip, --scales, --window): the probabilities averaged over
+mirrored and rescaled passes, each in overlapping windows with --window. The scores
+with it are printed and written (metrics.json "tta", report.html) beside the
+single-pass ones. Each image costs one forward pass per scale, twice that with --flip,
+times its windows with --window (the report says how many); the latency stays that of
+one pass.
+
+Examples:
 
     segzoo eval --checkpoint runs/holes/best.keras --data export.zip --visualize
+    segzoo eval --checkpoint runs/holes/best.keras --data export.zip --flip --scales 0.75 1.0 1.25 1.5 1.75
 """
 
 import os
@@ -41,12 +49,36 @@ def add_arguments(parser):
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --output folder that is not empty, replacing its files (an output "
                              "that is one of the inputs is always refused)")
+    tta = parser.add_argument_group("test-time augmentation (scores beside the single-pass ones)")
+    tta.add_argument("--flip", action="store_true", help="also average each image's left-right mirror")
+    tta.add_argument("--scales", type=float, nargs="+", metavar="S",
+                     help="average passes at these image size factors, e.g. 0.75 1.0 1.25 1.5 1.75")
+    tta.add_argument("--window", type=int, nargs=2, metavar=("H", "W"),
+                     help="run each pass over a larger image in overlapping windows of this size (multiples of "
+                          "the model's size divisor)")
+    tta.add_argument("--overlap", type=float,
+                     help="with --window: the fraction of a window shared with its neighbour (default: 0.33)")
+
+
+def tta_from_args(args):
+    """The :class:`segzoo.tta.TestTimeAugmentation` the flags ask for, or None when they ask for none."""
+    from segzoo.errors import ConfigError, option
+    from segzoo.tta import TestTimeAugmentation
+
+    if args.overlap is not None and args.window is None:
+        raise ConfigError(f"{option('overlap')} {args.overlap} is the overlap of windows: add "
+                          f"{option('window')} H W, or leave it out.")
+    if not (args.flip or args.scales or args.window):
+        return None
+    overlap = {} if args.overlap is None else {"overlap": args.overlap}
+    return TestTimeAugmentation(flip=args.flip, scales=args.scales or (1.0,), window=args.window, **overlap)
 
 
 def run(args):
     from segzoo import data, evaluation, inference, postprocess, report as reports
     from segzoo.files import check_output, check_writable
 
+    tta = tta_from_args(args)
     check_output(args.output, inputs=(args.checkpoint, args.data, args.images), overwrite=args.overwrite)
     check_writable(args.output)  # before the evaluation, not after it
     model = inference.load_model(args.checkpoint)
@@ -60,7 +92,7 @@ def run(args):
                         seed=args.seed, shuffle=False, label_values=label_values)
     class_names = model.class_names or postprocess.output_class_names(model.num_classes, info.class_names)
     report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
-                                          latency_runs=args.latency_runs)
+                                          latency_runs=args.latency_runs, tta=tta)
     report.update(checkpoint=os.path.abspath(args.checkpoint), data=args.data, split=args.split)
     colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
     rows = evaluation.prediction_rows(model, dataset, colors, max_images=args.grid_images)
