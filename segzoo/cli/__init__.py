@@ -34,6 +34,8 @@ COMMANDS = {
     "augment": ("augment", "write a dataset with N augmented copies of every image"),
     "convert": ("convert", "convert an official DDRNet or PIDNet checkpoint to segzoo weights"),
     "inspect": ("inspect", "statistics of a dataset and what is likely a mistake, before training"),
+    "import": ("import_pairs", "import an image folder and a class-id mask folder (e.g. CamVid) as an rgb/ + gt/ "
+                               "dataset"),
     "predict": ("predict", "predict a folder of images: masks, overlays, CVAT pre-annotations"),
     "rank": ("rank", "rank unlabelled images by how unsure the model is: what to label next"),
 }

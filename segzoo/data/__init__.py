@@ -1,9 +1,10 @@
-"""Data: CVAT import, offline augmentation, the TFDS builder and the tf.data pipeline.
+"""Data: CVAT import, image + mask folder import, offline augmentation, the TFDS builder and the tf.data pipeline.
 
 Names load on first use (TensorFlow Datasets is slow to import)::
 
     from segzoo import data
     dataset = data.read_cvat("export.zip")
+    data.import_pairs("CamVid", "CamVid", "data/camvid", names, ignore_values=[11])  # to an rgb/ + gt/ folder
     report = data.inspect("export.zip")                 # statistics and likely mistakes, before training
     batches = data.load("path/to/rgb_gt_folder", split="train", image_size=(480, 640),
                         augment=data.OnlineAugment())
@@ -15,11 +16,12 @@ import importlib
 _EXPORTS = {
     "DataError": "io", "read_image": "io", "read_label": "io", "read_color_mask": "io",
     "write_image": "io", "write_label": "io", "decode_image": "io", "decode_color_mask": "io",
-    "decode_label": "io", "open_zip": "io", "FolderFiles": "io", "ZipFiles": "io",
+    "decode_label": "io", "decode_mask": "io", "open_zip": "io", "FolderFiles": "io", "ZipFiles": "io",
     "SegmentationDataset": "folder", "SegmentationFolder": "folder", "SegmentationZip": "folder",
     "FolderWriter": "folder", "source_id": "folder", "augmented_id": "folder",
     "check_label_values": "folder", "index_by_id": "folder",
     "read_cvat": "cvat", "CvatDataset": "cvat", "import_cvat": "cvat", "parse_labelmap": "cvat",
+    "import_pairs": "pairs", "ImportSummary": "pairs",
     "make_cvat_sample": "synthetic", "CvatSample": "synthetic",
     "AugmentConfig": "augment", "augment_dataset": "augment", "augment_pair": "augment",
     "copy_rng": "augment", "overlay_label": "overlay", "voc_palette": "overlay",

@@ -164,10 +164,7 @@ class CvatDataset(SegmentationDataset):
             self.colors = [labels[i][1] for i in order]
             class_of = {index: rank for rank, index in enumerate(order)}
         self.ignore_index = IGNORE_INDEX
-        packed = _pack([color for _, color in labels])
-        by_color = np.argsort(packed)
-        self._color_keys = packed[by_color]
-        self._color_ids = np.array([class_of[i] for i in by_color], dtype=np.uint8)
+        self._color_table = ColorTable([color for _, color in labels], [class_of[i] for i in range(len(labels))])
 
     def _check_masks_beside_labelmap(self):
         """Raise when the masks sit in a folder other than the label map's (a common repository layout)."""
@@ -271,21 +268,36 @@ class CvatDataset(SegmentationDataset):
         mask_source = self.label_path(item_id)
         mask = decode_color_mask(self._files.read(self._masks_dir + self._masks[item_id]), mask_source)
         check_same_size(image, mask[..., 0], image_source, mask_source, exif_orientation(encoded))
-        return image, self._colors_to_ids(mask, mask_source)
+        return image, self._color_table.lookup(mask, mask_source, self._describe(LABELMAP_FILE), "add the label")
 
-    def _colors_to_ids(self, mask, source) -> np.ndarray:
+
+class ColorTable:
+    """Exact lookup of colour masks: the colour ``colors[i]`` (``(r, g, b)``) is the class ``ids[i]``."""
+
+    def __init__(self, colors, ids):
+        packed = _pack(colors)
+        by_color = np.argsort(packed)
+        self._keys = packed[by_color]
+        self._ids = np.asarray(ids, dtype=np.uint8)[by_color]
+
+    def lookup(self, mask, source, known_from, fix) -> np.ndarray:
+        """Class ids ``uint8 (H, W)`` of the RGB ``uint8 (H, W, 3)`` ``mask`` read from ``source``.
+
+        Raises :class:`DataError` naming ``source``, each unknown colour and its
+        pixel count, ``known_from`` (where the colours were declared) and ``fix``.
+        """
         packed = _pack(mask)
-        index = np.minimum(np.searchsorted(self._color_keys, packed), len(self._color_keys) - 1)
-        known = self._color_keys[index] == packed
+        index = np.minimum(np.searchsorted(self._keys, packed), len(self._keys) - 1)
+        known = self._keys[index] == packed
         if not known.all():
             colors, counts = np.unique(packed[~known], return_counts=True)
             listed = ", ".join(f"{_unpack(c)} ({n} pixels)" for c, n in zip(colors[:5], counts[:5]))
             raise DataError(
-                f"{source}: colours not in {self._describe(LABELMAP_FILE)}: {listed}"
+                f"{source}: colours not in {known_from}: {listed}"
                 f"{' ...' if len(colors) > 5 else ''}. Masks must use the label colours exactly "
-                f"(no resizing or anti-aliasing); add the label or fix the mask."
+                f"(no resizing or anti-aliasing); {fix} or fix the mask."
             )
-        return self._color_ids[index]
+        return self._ids[index]
 
 
 def _pack(rgb) -> np.ndarray:

@@ -431,14 +431,30 @@ class FolderWriter:
 
     def write(self, item_id: str, image: np.ndarray, label: np.ndarray) -> None:
         """Write one image and its label under ``item_id``."""
+        self._write_label(item_id, np.shape(image), label)
+        write_image(os.path.join(self.root, IMAGES_DIR, item_id + self.image_format), image)
+
+    def write_encoded(self, item_id: str, encoded_image: bytes, extension: str, image_shape, label) -> None:
+        """Write one item whose image is already encoded: its bytes are stored unchanged.
+
+        ``extension`` (``".jpg"``) names ``rgb/<item_id><extension>``; ``image_shape``
+        is the ``(H, W)`` of the decoded image, EXIF orientation applied, which
+        ``label`` must have.
+        """
+        self._write_label(item_id, tuple(image_shape), label)
+        path = os.path.join(self.root, IMAGES_DIR, item_id + extension)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(encoded_image)
+
+    def _write_label(self, item_id, image_shape, label) -> None:
+        """Check the id and ``label`` (against the image's ``image_shape``), then write ``gt/<item_id>.png``."""
         if item_id in self.written:
             raise DataError(f"{self.root}: the id '{item_id}' was written twice.")
-        image_path = os.path.join(self.root, IMAGES_DIR, item_id + self.image_format)
-        label_path = os.path.join(self.root, LABELS_DIR, item_id + ".png")
-        check_same_size(image, label, repr(item_id), f"{self.root}: the label of {item_id!r}")
+        check_same_size(np.broadcast_to(np.uint8(0), image_shape), label, repr(item_id),
+                        f"{self.root}: the label of {item_id!r}")
         check_label_values(label, len(self.class_names), IGNORE_INDEX, f"label of {item_id}")
-        write_image(image_path, image)
-        write_label(label_path, label)
+        write_label(os.path.join(self.root, LABELS_DIR, item_id + ".png"), label)
         self.written.add(item_id)
 
     def write_subsets(self, subsets: dict[str, list[str]]) -> None:

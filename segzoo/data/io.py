@@ -435,6 +435,20 @@ def decode_label(data: bytes, source: str) -> np.ndarray:
     return _check_label(_decode_bytes(data, cv2.IMREAD_UNCHANGED, source), source)
 
 
+def decode_mask(data: bytes, source: str) -> np.ndarray:
+    """Decode a mask as stored, never turned: ``(H, W)`` or, for a colour mask, ``(H, W, 3)`` RGB.
+
+    The values are kept (``uint8`` or ``uint16``); alpha is dropped. A palette
+    (indexed) PNG decodes to its colours. ``source`` names the data in errors.
+    """
+    array = _decode_bytes(data, cv2.IMREAD_UNCHANGED, source)
+    if array.ndim == 3 and array.shape[2] == 1:
+        return array[..., 0]
+    if array.ndim == 3:
+        return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return array
+
+
 def _check_label(array, source):
     if array.dtype != np.uint8 or array.ndim != 2:
         raise DataError(
