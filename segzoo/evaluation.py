@@ -103,6 +103,26 @@ def measure_latency(model, input_shape=(480, 640, 3), batch_size=1, warmup=10, r
             "warmup": warmup, "batch_size": batch_size, "input_shape": list(input_shape)}
 
 
+def pad_to_divisor(forward, divisor):
+    """``forward`` (``images (B, H, W, 3) -> logits``) for images of any size.
+
+    Images whose height or width is not a multiple of ``divisor`` are padded at
+    the bottom and right (edge pixels repeated, as segmentation toolkits do at
+    test time) and the logits are cropped back to ``(B, H, W, K)``; others run
+    as they are. Lets a model that needs multiples of 32 be scored on CamVid's
+    360x480 images at their own resolution.
+    """
+    def run(images):
+        height, width = images.shape[1:3]
+        pad_h, pad_w = -height % divisor, -width % divisor
+        if not (pad_h or pad_w):
+            return forward(images)
+        padded = np.pad(np.asarray(images), ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        return keras.ops.convert_to_numpy(forward(padded))[:, :height, :width]
+
+    return run
+
+
 def _averaged_logits(model, forward, tta, counter):
     """``images -> logits`` of the probabilities :func:`segzoo.tta.predict_probabilities` averages over the
     passes of ``tta``; ``counter["passes"]`` adds up the images (or windows) the model runs on."""
@@ -141,7 +161,7 @@ def evaluate_segmentation(model, dataset, class_names, ignore_index=IGNORE_INDEX
     num_classes = postprocess.num_output_classes(model.num_classes)
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for a model predicting {num_classes} classes.")
-    forward = forward or compiled_forward(model)
+    forward = pad_to_divisor(forward or compiled_forward(model), model.size_divisor)
     counter = {"passes": 0}
     if tta is not None:
         forward = _averaged_logits(model, forward, tta, counter)

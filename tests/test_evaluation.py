@@ -40,6 +40,16 @@ def test_evaluate_segmentation_matches_a_numpy_confusion_matrix(model):
     assert report["pixel_accuracy"] == pytest.approx(np.trace(expected) / expected.sum())
 
 
+def test_images_of_any_size_are_padded_to_the_divisor_and_scored_at_their_own_size(model):
+    dataset = batches(2, size=(30, 45))  # the tiny model needs multiples of 8
+    padded = [np.pad(x, ((0, 0), (0, 2), (0, 3), (0, 0)), mode="edge") for x, _ in dataset]
+    predictions = np.concatenate([keras.ops.convert_to_numpy(postprocess.classes(model(x)))[:, :30, :45]
+                                  for x in padded])
+    expected = confusion_matrix(np.concatenate([y for _, y in dataset]), predictions, 3)
+    report = evaluation.evaluate_segmentation(model, dataset, NAMES, progress=False)
+    assert report["confusion_matrix"] == expected.tolist() and np.sum(expected) == 4 * 30 * 45
+
+
 def test_evaluate_segmentation_checks_class_names(model):
     with pytest.raises(ValueError, match="2 class names"):
         evaluation.evaluate_segmentation(model, batches(1), NAMES[:2])
