@@ -3,9 +3,9 @@
 * :func:`evaluate_segmentation`: streaming confusion matrix over a dataset ->
   mean IoU, per-class IoU, pixel accuracy; optionally with test-time
   augmentation (:mod:`segzoo.tta`: flips, scales, sliding windows).
-* :func:`measure_latency`: wall-clock latency of the compiled forward pass
-  (batch norm folded), after warm-up, device synchronised, median and 90th
-  percentile.
+* :func:`measure_latency` (from :mod:`segzoo.runtime`): wall-clock latency of
+  the compiled forward pass (batch norm folded), after warm-up, device
+  synchronised, median and 90th percentile.
 * :func:`evaluation_report` joins both with parameters and GFLOPs (and the
   scores with test-time augmentation beside the single-pass ones);
   :func:`format_report` prints it as a table.
@@ -17,90 +17,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import time
 
 import cv2
 import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from segzoo import folding, postprocess
+from segzoo import postprocess
 from segzoo import tta as tta_module
 from segzoo.constants import IGNORE_INDEX
 from segzoo.metrics import MeanIoU
+from segzoo.runtime import compiled_forward, measure_latency
 from segzoo.utils import count_flops, count_params
-
-
-def compiled_forward(model, jit_compile=False, fold_batch_norm=True):
-    """A compiled function ``images -> logits`` (inference mode) for the active backend.
-
-    TensorFlow: a ``tf.function`` graph (XLA with ``jit_compile``); JAX: ``jax.jit``
-    over the model's stateless call; PyTorch: eager under ``torch.no_grad``.
-    With ``fold_batch_norm`` (default) it runs a copy of the model with each
-    batch norm after a convolution folded into it (:mod:`segzoo.folding`):
-    the same outputs, less work per frame. Weights changed in ``model`` later
-    are not seen by the returned function then.
-    """
-    if fold_batch_norm:
-        model = folding.fold_batch_norm(model)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(lambda x: model(x, training=False), jit_compile=jit_compile,
-                           reduce_retracing=True)
-    if backend == "jax":
-        import jax
-
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-        forward = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
-        return lambda x: forward(trainable, non_trainable, x)
-    import torch
-
-    def forward(x):
-        with torch.no_grad():
-            return model(x, training=False)
-
-    return forward
-
-
-def measure_latency(model, input_shape=(480, 640, 3), batch_size=1, warmup=10, runs=50,
-                    jit_compile=False, forward=None, seed=0):
-    """Wall-clock latency of one forward pass, in milliseconds.
-
-    Each run converts the output to numpy, which waits for the device, so GPU
-    time is included. The first ``warmup`` runs (compilation, caches) are not
-    counted.
-
-    Args:
-        model: the model (used when ``forward`` is None).
-        input_shape: ``(H, W, 3)`` of the timed input.
-        batch_size: images per run.
-        warmup: untimed runs first.
-        runs: timed runs.
-        jit_compile: TensorFlow only: time the XLA-compiled graph.
-        forward: a callable ``images -> outputs`` to time instead of the model's
-            compiled forward pass (an exported model's runner, say).
-
-    Returns:
-        dict with ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms``, ``runs``,
-        ``warmup``, ``batch_size`` and ``input_shape``.
-    """
-    if forward is None:
-        forward = compiled_forward(model, jit_compile)
-    images = np.random.default_rng(seed).uniform(0, 255, (batch_size, *input_shape)).astype("float32")
-    for _ in range(warmup):
-        keras.ops.convert_to_numpy(forward(images))
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        keras.ops.convert_to_numpy(forward(images))
-        times.append((time.perf_counter() - start) * 1000.0)
-    times = np.array(times)
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs,
-            "warmup": warmup, "batch_size": batch_size, "input_shape": list(input_shape)}
 
 
 def pad_to_divisor(forward, divisor):

@@ -25,10 +25,9 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from segzoo import postprocess
+from segzoo import postprocess, runtime as runtimes
 from segzoo.constants import BACKGROUND_ID
 from segzoo.data.overlay import overlay_label, voc_palette
-from segzoo.evaluation import compiled_forward
 from segzoo.files import atomic_write, check_output
 from segzoo.models import load_model
 
@@ -64,9 +63,9 @@ def keep_largest_regions(classes, count=1):
     return result
 
 
-#: What :class:`FramePredictor` can run the model on: the Keras graph (batch norm
-#: folded) or a file exported for the input size on first use (and checked).
-RUNTIMES = ("keras", "litert", "onnx")
+#: What :class:`FramePredictor` can run the model on (see :mod:`segzoo.runtime`): ``auto``, or
+#: any runtime that needs no calibration images.
+RUNTIMES = ("auto", *(name for name in runtimes.RUNTIMES if name not in runtimes.INT8_RUNTIMES))
 
 
 class FramePredictor:
@@ -80,11 +79,13 @@ class FramePredictor:
         smoothing: weight of the past in the moving average of probabilities,
             0 (off) to <1 (smoother, slower to react).
         keep_largest: if > 0, keep only this many largest regions per class.
-        runtime: ``"keras"`` (the compiled Keras graph), or ``"litert"`` /
-            ``"onnx"``: on the first frame of each input size the model is
-            exported to a temporary file, checked against Keras on that frame
-            (:func:`segzoo.export.export_model`) and run there. On a CPU, LiteRT
-            and ONNX Runtime are the faster ones (see ``benchmarks/README.md``).
+        runtime: ``"keras"`` (the compiled Keras graph), an exported runtime
+            such as ``"litert"`` or ``"onnx"`` (on the first frame of each input
+            size the model is exported to a temporary file, checked against
+            Keras on that frame and run there; :mod:`segzoo.runtime`), or
+            ``"auto"``: on the first frame, time the float runtimes this machine
+            has (a few runs each) and keep the fastest, logging which and the
+            timings (:attr:`chosen_runtime`).
     """
 
     def __init__(self, model, input_size=None, smoothing=0.0, keep_largest=0, runtime="keras"):
@@ -97,30 +98,35 @@ class FramePredictor:
         self.smoothing = float(smoothing)
         self.keep_largest = int(keep_largest)
         self.runtime = runtime
+        #: The runtime frames run on: ``runtime``, or what ``"auto"`` chose (None until the first frame).
+        self.chosen_runtime = None if runtime == "auto" else runtime
         self._forwards = {}  # model input size (None: any) -> images -> logits
         self._export_dir = None
         self._average = None
 
     def _forward(self, images):
-        size = None if self.runtime == "keras" else images.shape[1:3]  # the Keras graph takes any size
+        any_size = self.chosen_runtime is not None and self.chosen_runtime.startswith("keras")
+        size = None if any_size else images.shape[1:3]  # the Keras graph takes any size
         if size not in self._forwards:
-            self._forwards[size] = (compiled_forward(self.model) if self.runtime == "keras"
-                                    else self._exported_forward(images))
+            self._forwards[size] = self._build_forward(images)
         return self._forwards[size](images)
 
-    def _exported_forward(self, images):
-        """Export the model at ``images``' size to a temporary file, check it on them, return its runner."""
-        from segzoo import export
-
+    def _build_forward(self, images):
+        """The forward function for ``images``' size: on the chosen runtime, choosing it first for ``"auto"``."""
         if self._export_dir is None:
             self._export_dir = tempfile.mkdtemp(prefix="segzoo-predict-")
             weakref.finalize(self, shutil.rmtree, self._export_dir, True)
-        height, width = images.shape[1:3]
-        suffix = ".tflite" if self.runtime == "litert" else ".onnx"
-        path = os.path.join(self._export_dir, f"model_{height}x{width}{suffix}")
-        logger.info("Exporting the model to %s for %dx%d frames (once per size)...", self.runtime, width, height)
-        export.export_model(self.model, path, self.runtime, input_size=(height, width), check_images=images)
-        return export.runner(path, self.runtime)
+        size = images.shape[1:3]
+        if self.chosen_runtime is None:
+            logger.info("runtime auto: timing %s at %dx%d (once)...", ", ".join(runtimes.AUTO_CANDIDATES),
+                        size[1], size[0])
+            forward, _ = runtimes.fastest_forward(self.model, size, self._export_dir, np.asarray(images, np.float32))
+            self.chosen_runtime = forward.runtime
+            return forward
+        if not self.chosen_runtime.startswith("keras"):
+            logger.info("Exporting the model to %s for %dx%d frames (once per size)...", self.chosen_runtime,
+                        size[1], size[0])
+        return runtimes.make_forward(self.chosen_runtime, self.model, size, self._export_dir, check_images=images)
 
     def reset(self):
         """Forget the smoothing history (at a cut or a new stream)."""
@@ -368,8 +374,9 @@ def add_predictor_arguments(parser):
                         help="keep only the N largest regions of each class, 0 keeps all (default: 0)")
     parser.add_argument("--no_fps", action="store_true", help="do not draw the FPS counter")
     parser.add_argument("--runtime", choices=RUNTIMES, default="keras",
-                        help="run the Keras graph, or export the model for the frame size on the first "
-                             "frame and run it on LiteRT or ONNX Runtime, faster on a CPU (default: keras)")
+                        help="run the Keras graph; or export the model for the frame size on the first frame "
+                             "and run it on LiteRT or ONNX Runtime, faster on a CPU; or auto: time those on the "
+                             "first frame and keep the fastest (default: keras)")
     return parser
 
 

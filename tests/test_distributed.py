@@ -200,7 +200,7 @@ def test_two_processes_train_like_one_and_resume_together(make_folder, tmp_path)
 
     # process 0 alone writes, logs and prints; what it saved is the trained model
     assert first["saved"] == ["best.keras", "last.keras"] and second["saved"] == []
-    assert sorted(os.listdir(run)) == ["best.keras", "last.keras", "log.csv", "logs", "state.json"]
+    assert sorted(os.listdir(run)) == ["best.keras", "config.json", "last.keras", "log.csv", "logs", "state.json"]
     assert "global batch 4 on 2 device(s), peak learning rate 0.02" in err0 and "global batch" not in err1
     progress = re.compile(r"^\d+/\d+ ", re.MULTILINE)  # Keras's "2/2 - 30s - loss: ..." lines
     assert progress.search(out0) and not progress.search(out1)
@@ -208,11 +208,11 @@ def test_two_processes_train_like_one_and_resume_together(make_folder, tmp_path)
     for key, value in zip(weights[0], saved.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(value), weights[0][key])
 
-    # every process restarts from last.keras; settings from a Kubernetes indexed Job's environment
+    # every process restarts from last.keras with the run's saved settings (one more epoch, deliberately);
+    # the cluster settings come from a Kubernetes indexed Job's environment
     port = _free_port()
-    flags = ["--data", str(folder), "--preset", PRESET, "--epochs", "2", "--steps_per_epoch", "2", "--batch_size",
-             "2", "--image_size", "64", "64", "--val_ratio", "0.2", "--deterministic", "--progress", "0",
-             "--checkpoint_dir", str(run), "--distributed", "--resume"]
+    flags = ["--checkpoint_dir", str(run), "--distributed", "--resume", "--epochs", "2", "--allow_changes",
+             "--progress", "0"]
     resumed = _run_together([
         ([sys.executable, "examples/train.py", *flags],
          _environment(JOB_COMPLETION_INDEX=str(index), SEGZOO_NUM_PROCESSES="2",

@@ -135,7 +135,8 @@ def test_predictor_on_an_exported_runtime_matches_keras(model, runtime):
         assert (classes == expected).mean() > 0.99
         np.testing.assert_allclose(probabilities, expected_probabilities, atol=1e-4)
     export_dir = exported._export_dir
-    assert sorted(os.listdir(export_dir)) == [f"model_40x56.{'tflite' if runtime == 'litert' else 'onnx'}"]
+    [exported_file] = os.listdir(export_dir)  # one export for the one frame size
+    assert exported_file.endswith(f"{runtime}_40x56.{'tflite' if runtime == 'litert' else 'onnx'}")
     del exported
     import gc
 

@@ -1,0 +1,256 @@
+"""One home for "a forward function on runtime X", and for timing one.
+
+Every place that runs a model (evaluation, live prediction, the export check, the
+benchmarks) gets its forward function here, under one list of names:
+
+==================  ==============================================================
+``keras``           the Keras graph (``tf.function``, ``jax.jit`` or eager PyTorch),
+                    batch norm folded into the convolutions; any input size
+``keras-xla``       the same, XLA-compiled (TensorFlow)
+``keras-mixed16``   the Keras graph in mixed float16 (a GPU only)
+``litert``          LiteRT float32 (XNNPACK), exported at the input size
+``litert-int8``     LiteRT int8 weights and activations, calibrated on images
+``onnx``            ONNX Runtime float32 (CPU)
+``onnx-int8``       ONNX Runtime static int8 (QDQ), calibrated on images
+``onnx-tensorrt``   ONNX Runtime's TensorRT provider (a GPU with TensorRT only)
+==================  ==============================================================
+
+The exported runtimes go through :func:`segzoo.export.export_model`, which
+checks the file against the Keras model before it is used. ``auto``
+(:func:`fastest_forward`) times the float runtimes this machine has on the model
+and keeps the fastest; each passed that check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+
+from segzoo import folding
+
+logger = logging.getLogger(__name__)
+
+RUNTIMES = ("keras", "keras-xla", "keras-mixed16", "litert", "litert-int8", "onnx", "onnx-int8", "onnx-tensorrt")
+#: Runtimes that quantise, and so need calibration images.
+INT8_RUNTIMES = ("litert-int8", "onnx-int8")
+#: What ``auto`` chooses from: the runtimes that compute in float32, on any machine.
+AUTO_CANDIDATES = ("keras", "litert", "onnx")
+#: Exported runtime -> (export format, quantisation).
+_EXPORTS = {"litert": ("litert", "none"), "litert-int8": ("litert", "int8"), "onnx": ("onnx", "none"),
+            "onnx-int8": ("onnx", "int8"), "onnx-tensorrt": ("onnx", "none")}
+_PACKAGES = {"litert": ("ai_edge_litert",), "onnx": ("onnxruntime", "tf2onnx")}
+
+
+def compiled_forward(model, jit_compile=False, fold_batch_norm=True):
+    """The ``keras`` runtime: a compiled function ``images -> logits`` (inference mode) for the active backend.
+
+    TensorFlow: a ``tf.function`` graph (XLA with ``jit_compile``); JAX: ``jax.jit``
+    over the model's stateless call; PyTorch: eager under ``torch.no_grad``.
+    With ``fold_batch_norm`` (default) it runs a copy of the model with each
+    batch norm after a convolution folded into it (:mod:`segzoo.folding`):
+    the same outputs, less work per frame. Weights changed in ``model`` later
+    are not seen by the returned function then.
+    """
+    if fold_batch_norm:
+        model = folding.fold_batch_norm(model)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda x: model(x, training=False), jit_compile=jit_compile,
+                           reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        forward = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
+        return lambda x: forward(trainable, non_trainable, x)
+    import torch
+
+    def forward(x):
+        with torch.no_grad():
+            return model(x, training=False)
+
+    return forward
+
+
+def measure_latency(model, input_shape=(480, 640, 3), batch_size=1, warmup=10, runs=50,
+                    jit_compile=False, forward=None, seed=0, images=None):
+    """Wall-clock latency of one forward pass, in milliseconds.
+
+    Each run converts the output to numpy, which waits for the device, so GPU
+    time is included. The first ``warmup`` runs (compilation, caches) are not
+    counted.
+
+    Args:
+        model: the model (used when ``forward`` is None).
+        input_shape: ``(H, W, 3)`` of the timed input.
+        batch_size: images per run.
+        warmup: untimed runs first.
+        runs: timed runs.
+        jit_compile: TensorFlow only: time the XLA-compiled graph.
+        forward: a callable ``images -> outputs`` to time instead of the model's
+            compiled forward pass (an exported model's runner, say).
+        seed: seed of the random images timed.
+        images: the images to time instead (float32 ``(batch_size, *input_shape)``).
+
+    Returns:
+        dict with ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms``, ``runs``,
+        ``warmup``, ``batch_size`` and ``input_shape``.
+    """
+    if forward is None:
+        forward = compiled_forward(model, jit_compile)
+    if images is None:
+        images = np.random.default_rng(seed).uniform(0, 255, (batch_size, *input_shape)).astype("float32")
+    for _ in range(warmup):
+        keras.ops.convert_to_numpy(forward(images))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(forward(images))
+        times.append((time.perf_counter() - start) * 1000.0)
+    times = np.array(times)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs,
+            "warmup": warmup, "batch_size": batch_size, "input_shape": list(input_shape)}
+
+
+
+def _has_gpu():
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def is_available(runtime) -> bool:
+    """Whether ``runtime`` can run here: its packages are installed (and, for GPU runtimes, a GPU is seen)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}; got {runtime!r}.")
+    try:
+        for module in _PACKAGES.get(runtime.split("-")[0], ()):
+            __import__(module)
+    except ImportError:
+        return False
+    if runtime == "keras-xla":
+        return keras.backend.backend() == "tensorflow"
+    if runtime == "keras-mixed16":
+        return _has_gpu()
+    if runtime == "onnx-tensorrt":
+        import onnxruntime
+
+        return _has_gpu() and "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
+    return True
+
+
+@dataclasses.dataclass
+class Forward:
+    """A model ready to run: ``function(images float32 (B, H, W, 3) 0..255) -> logits`` (numpy or tensor).
+
+    Attributes:
+        runtime: its name in :data:`RUNTIMES`.
+        function: the forward function.
+        path: the exported file it runs, or None (Keras runtimes).
+        export_report: the :class:`segzoo.export.ExportReport` of that file's check, or None.
+    """
+
+    runtime: str
+    function: object
+    path: str | None = None
+    export_report: object = None
+
+    def __call__(self, images):
+        return self.function(images)
+
+
+def _mixed_float16_copy(model):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        half = type(model).from_config(model.get_config())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    half.set_weights(model.get_weights())
+    return half
+
+
+def make_forward(runtime, model, input_size=None, workdir=None, calibration_images=None,
+                 check_images=None) -> Forward:
+    """``model`` on ``runtime`` (see the module docstring).
+
+    Args:
+        runtime: a name of :data:`RUNTIMES`.
+        model: a segmentation model (logits out).
+        input_size: ``(H, W)`` the exported runtimes are built for (the Keras ones take any size).
+        workdir: folder for the exported file (exported runtimes).
+        calibration_images: RGB images ``(N, H, W, 3)`` at ``input_size`` for the int8 runtimes.
+        check_images: images the export is checked on (default: some calibration images, else random).
+
+    Raises:
+        ValueError: an unknown or unavailable runtime, or an exported one without
+            ``input_size`` and ``workdir`` (or, int8, without calibration images).
+        segzoo.export.ExportMismatchError: the exported file disagrees with the model.
+    """
+    if not is_available(runtime):
+        raise ValueError(f"runtime {runtime!r} is not available here (its package, or a GPU, is missing).")
+    if runtime == "keras":
+        return Forward(runtime, compiled_forward(model))
+    if runtime == "keras-xla":
+        return Forward(runtime, compiled_forward(model, jit_compile=True))
+    if runtime == "keras-mixed16":
+        return Forward(runtime, compiled_forward(_mixed_float16_copy(model)))
+    if input_size is None or workdir is None:
+        raise ValueError(f"runtime {runtime!r} exports the model: give input_size and workdir.")
+    from segzoo import export
+
+    fmt, quantize = _EXPORTS[runtime]
+    height, width = (int(s) for s in input_size)
+    suffix = ".tflite" if fmt == "litert" else ".onnx"
+    path = os.path.join(workdir, f"{model.name}_{runtime}_{height}x{width}{suffix}")
+    report = export.export_model(model, path, fmt, quantize, (height, width),
+                                 representative_images=calibration_images, check_images=check_images,
+                                 overwrite=True)
+    if runtime == "onnx-tensorrt":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return Forward(runtime, lambda images: session.run(None, {name: np.asarray(images, np.float32)})[0], path,
+                       report)
+    return Forward(runtime, export.runner(path, fmt), path, report)
+
+
+def fastest_forward(model, input_size, workdir, images, candidates=AUTO_CANDIDATES, warmup=2, runs=5):
+    """The fastest runtime for ``model`` at ``input_size`` on this machine: ``(Forward, {runtime: ms})``.
+
+    Each available candidate is built (an export must pass its check against the
+    Keras model on ``images``; one that fails or cannot be built is left out and
+    logged) and timed on ``images`` ``(B, H, W, 3)``: median of ``runs`` after ``warmup``.
+
+    Raises:
+        RuntimeError: no candidate could run the model.
+    """
+    timings, best = {}, None
+    for runtime in candidates:
+        if not is_available(runtime):
+            continue
+        try:
+            forward = make_forward(runtime, model, input_size, workdir, check_images=images)
+        except Exception as error:  # a runtime that cannot run this model is not a choice, not a failure
+            logger.info("runtime auto: %s left out (%s: %s)", runtime, type(error).__name__,
+                        str(error).splitlines()[0][:120])
+            continue
+        timings[runtime] = measure_latency(model, images.shape[1:], len(images), warmup, runs, forward=forward,
+                                           images=images)["median_ms"]
+        if best is None or timings[runtime] < timings[best.runtime]:
+            best = forward
+    if best is None:
+        raise RuntimeError(f"runtime auto: none of {', '.join(candidates)} could run the model.")
+    ranked = ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(timings.items(), key=lambda item: item[1]))
+    logger.info("runtime auto: %s, the fastest here at %dx%d of those that agree with the Keras model (%s)",
+                best.runtime, input_size[1], input_size[0], ranked)
+    return best, timings
