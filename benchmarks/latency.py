@@ -51,6 +51,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -143,8 +144,10 @@ def official_forward(workdir, shape, num_classes):
                                                    align_corners=False)
 
     path = os.path.join(workdir, "official_ddrnet23_slim.onnx")
-    torch.onnx.export(Upsampled(official_model("ddrnet23_slim", num_classes)).eval(),
-                      torch.zeros(1, 3, *shape[:2]), path, dynamo=False, input_names=["images"], opset_version=17)
+    with warnings.catch_warnings():  # the TorchScript exporter, deprecated, still the one without onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Upsampled(official_model("ddrnet23_slim", num_classes)).eval(),
+                          torch.zeros(1, 3, *shape[:2]), path, dynamo=False, input_names=["images"], opset_version=17)
     session = onnxruntime.InferenceSession(path, _session_options(), providers=["CPUExecutionProvider"])
     return lambda images: session.run(None, {"images": np.ascontiguousarray(
         np.asarray(images, np.float32).transpose(0, 3, 1, 2))})[0], path

@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export", "files",
-    "folding", "heads", "inference", "layers", "losses", "metrics", "models", "plots", "postprocess", "prediction",
-    "presets", "quickstart", "recipes", "report", "schedules", "time_budget", "training", "utils", "weights",
+    "folding", "heads", "inference", "layers", "losses", "metrics", "models", "native_output", "plots", "postprocess",
+    "prediction", "presets", "quickstart", "recipes", "report", "runtime", "schedules", "time_budget", "training", "tta",
+    "utils", "weights",
 )
 
 

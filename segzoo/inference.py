@@ -29,6 +29,7 @@ from segzoo import postprocess, runtime as runtimes
 from segzoo.constants import BACKGROUND_ID
 from segzoo.data.overlay import overlay_label, voc_palette
 from segzoo.files import atomic_write, check_output
+from segzoo.native_output import captured_stderr
 from segzoo.models import load_model
 
 logger = logging.getLogger(__name__)
@@ -222,15 +223,20 @@ def open_video_writer(path, fps, frame_size):
         raise ValueError(f"{path}: choose a video file ending in {', '.join(VIDEO_CODECS)}.")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     codecs = VIDEO_CODECS[extension]
+    notices = []
     for codec in codecs:
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), float(fps), tuple(frame_size))
+        with captured_stderr() as captured:  # FFmpeg's codec-tag notices, printed for codecs that work too
+            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), float(fps), tuple(frame_size))
+            notices.append(captured().strip())
         if writer.isOpened():
             if codec == "mp4v":
                 logger.info("%s: written as MPEG-4 Part 2 ('mp4v'), as this OpenCV build has no H.264 encoder; "
                             "choose a .webm name for a video that browsers play too.", path)
             return writer
         writer.release()
-    raise RuntimeError(f"{path}: OpenCV cannot write a video with any of the codecs {codecs}.")
+    said = "\n".join(notice for notice in notices if notice)
+    raise RuntimeError(f"{path}: OpenCV cannot write a video with any of the codecs {codecs}."
+                       + (f" OpenCV said:\n{said}" if said else ""))
 
 
 class _FpsMeter:

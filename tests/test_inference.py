@@ -111,17 +111,28 @@ def test_camera_that_cannot_open_says_which(model):
         run_camera(FramePredictor(model), COLORS, NAMES, camera="no-such-stream.avi", show=False, output="x.mp4")
 
 
-def test_video_writer_picks_a_codec_per_extension(tmp_path):
+def test_video_writer_picks_a_codec_per_extension_and_keeps_ffmpeg_notices_off_the_terminal(tmp_path, capfd):
     from segzoo.inference import open_video_writer
 
     for name in ("a.webm", "b.mp4", "c.avi"):
         writer = open_video_writer(tmp_path / name, 5, (32, 24))
+        assert capfd.readouterr().err == ""  # OpenCV prints "tag ... is not supported" for a .webm it writes
         for _ in range(3):
             writer.write(np.zeros((24, 32, 3), np.uint8))
         writer.release()
         assert cv2.VideoCapture(str(tmp_path / name)).get(cv2.CAP_PROP_FRAME_COUNT) == 3
     with pytest.raises(ValueError, match=".webm"):
         open_video_writer(tmp_path / "d.gif", 5, (32, 24))
+
+
+def test_captured_stderr_holds_what_c_code_writes_to_descriptor_2(capfd):
+    from segzoo.native_output import captured_stderr
+
+    with captured_stderr() as captured:
+        os.write(2, b"cudart_stub: no GPU\n")
+        assert captured() == "cudart_stub: no GPU\n"
+    os.write(2, b"shown\n")
+    assert capfd.readouterr().err == "shown\n"
 
 
 @pytest.mark.parametrize("runtime", ["litert", "onnx"])

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
+import warnings
+
+from segzoo.native_output import captured_stderr
 
 #: Loggers of libraries whose warnings are not errors for a segzoo user (tf2onnx's optimizer
 #: prints a traceback and still writes a correct graph, which segzoo checks anyway).
@@ -29,24 +31,20 @@ def silence_third_party():
         _import_with_stderr_hidden("tensorflow")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Keras's tf2onnx shim probes np.object, which NumPy answers with a FutureWarning on every export
+    warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
 
 
 def _import_with_stderr_hidden(module):
+    """Import ``module`` with descriptor 2 captured; what it wrote there is shown if the import fails."""
+    written = ""
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real descriptor 2 (an embedded interpreter): import as is
-        __import__(module)
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            __import__(module)
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        with captured_stderr() as captured:
+            try:
+                __import__(module)
+            except BaseException:
+                written = captured()
+                raise
+    except BaseException:
+        sys.stderr.write(written)
+        raise
