@@ -69,6 +69,45 @@ def keep_largest_regions(classes, count=1):
 RUNTIMES = ("auto", *(name for name in runtimes.RUNTIMES if name not in runtimes.INT8_RUNTIMES))
 
 
+#: The stages of one frame of the live loop, in order (see :class:`FrameTimes`).
+STAGES = ("decode", "preprocess", "model", "postprocess", "overlay", "encode")
+
+
+class FrameTimes:
+    """Seconds spent per stage of the live loop (:data:`STAGES`), added up over frames.
+
+    ``decode``: reading the frame and its colour conversion; ``preprocess``:
+    resizing to the model's size; ``model``: the forward pass and the softmax;
+    ``postprocess``: smoothing, resizing back to the frame, argmax, region
+    filtering; ``overlay``: drawing; ``encode``: colour conversion and writing.
+    """
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.frames = 0
+
+    @contextlib.contextmanager
+    def stage(self, name):
+        """Add the time the block takes to stage ``name``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def per_frame_ms(self) -> dict:
+        """Milliseconds per frame of each stage that was timed, and their ``total``."""
+        frames = max(self.frames, 1)
+        times = {name: 1000.0 * value / frames for name, value in self.seconds.items() if value}
+        return {**times, "total": sum(times.values())}
+
+    def summary(self) -> str:
+        """One line: each stage's milliseconds per frame and the frames per second they add up to."""
+        times = self.per_frame_ms()
+        stages = ", ".join(f"{name} {times[name]:.1f}" for name in STAGES if name in times)
+        return f"per frame (ms): {stages}; {times['total']:.1f} ms = {1000.0 / max(times['total'], 1e-9):.1f} FPS"
+
+
 class FramePredictor:
     """Runs a segmentation model on single RGB frames.
 
@@ -104,6 +143,8 @@ class FramePredictor:
         self._forwards = {}  # model input size (None: any) -> images -> logits
         self._export_dir = None
         self._average = None
+        #: Where the time of :meth:`predict` goes, frame after frame (:class:`FrameTimes`).
+        self.times = FrameTimes()
 
     def _forward(self, images):
         any_size = self.chosen_runtime is not None and self.chosen_runtime.startswith("keras")
@@ -170,12 +211,42 @@ class FramePredictor:
         return cv2.resize(frame, (model_width, model_height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
 
     def predict(self, frame):
-        """Class ids ``uint8 (H, W)`` and probabilities ``float32 (H, W, K)`` for one RGB ``uint8`` frame."""
-        probabilities = self.probabilities(self._resized(frame)[None])[0]
-        if self.smoothing and self._average is not None and self._average.shape == probabilities.shape:
-            probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
-        self._average = probabilities
-        return self._to_frame(probabilities, frame.shape[:2])
+        """Class ids ``uint8 (H, W)`` and probabilities ``float32 (H, W, K)`` for one RGB ``uint8`` frame.
+
+        The time of each step is added to :attr:`times`.
+        """
+        with self.times.stage("preprocess"):
+            resized = self._resized(frame)[None]
+        with self.times.stage("model"):
+            probabilities = self.probabilities(resized)[0]
+        with self.times.stage("postprocess"):
+            if self.smoothing and self._average is not None and self._average.shape == probabilities.shape:
+                probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
+            self._average = probabilities
+            result = self._to_frame(probabilities, frame.shape[:2])
+        self.times.frames += 1
+        return result
+
+    def predict_classes(self, frame):
+        """Class ids ``uint8 (H, W)`` of one RGB ``uint8`` frame: :meth:`predict` without the probabilities.
+
+        When nothing needs them (no smoothing, the model running at the frame's
+        size) the softmax is skipped: the argmax of the logits is the argmax of
+        the probabilities, so the classes are the same, a few milliseconds sooner
+        at 640x480 (``benchmarks/live_loop.py``).
+        """
+        if self.smoothing or tuple(self.model_size(frame.shape)) != frame.shape[:2]:
+            return self.predict(frame)[0]
+        with self.times.stage("preprocess"):
+            image = frame.astype(np.float32)[None]
+        with self.times.stage("model"):
+            logits = keras.ops.convert_to_numpy(self._forward(image))
+        with self.times.stage("postprocess"):
+            classes = keras.ops.convert_to_numpy(postprocess.classes(logits))[0].astype(np.uint8)
+            if self.keep_largest:
+                classes = keep_largest_regions(classes, self.keep_largest)
+        self.times.frames += 1
+        return classes
 
     def predict_batch(self, frames):
         """:meth:`predict` for several independent RGB ``uint8`` images (no smoothing), batched.
@@ -262,7 +333,8 @@ def predict_video(predictor, video_path, output_path, colors, class_names, show_
     temporary file beside it and moved into place when complete. An
     ``output_path`` that is ``video_path`` is refused; an existing one is
     replaced only with ``overwrite``. Returns a dict with ``frames``, ``fps``
-    (source) and ``output``.
+    (source), ``output``, ``loop_fps`` (frames per second of the whole loop)
+    and ``times_ms`` (milliseconds per frame of each stage, :class:`FrameTimes`).
     """
     check_output(output_path, inputs=(video_path,), overwrite=overwrite)
     with atomic_write(output_path) as temporary:
@@ -283,16 +355,21 @@ def _predict_video(predictor, video_path, temporary, output_path, colors, class_
     writer = open_video_writer(temporary, source_fps, size)
     meter, frames = _FpsMeter(), 0
     predictor.reset()
+    times = predictor.times = FrameTimes()
+    start = time.perf_counter()
     try:
         with tqdm(total=total, desc="predicting", unit="frame", disable=not progress) as bar:
             while True:
-                ok, bgr = capture.read()
+                with times.stage("decode"):
+                    ok, bgr = capture.read()
+                    frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
                 if not ok:
                     break
-                frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                classes, _ = predictor.predict(frame)
-                canvas = draw_overlay(frame, classes, colors, class_names, meter.tick() if show_fps else None)
-                writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+                classes = predictor.predict_classes(frame)
+                with times.stage("overlay"):
+                    canvas = draw_overlay(frame, classes, colors, class_names, meter.tick() if show_fps else None)
+                with times.stage("encode"):
+                    writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
                 frames += 1
                 bar.update(1)
     finally:
@@ -300,7 +377,11 @@ def _predict_video(predictor, video_path, temporary, output_path, colors, class_
         writer.release()
     if frames == 0:
         raise ValueError(f"{video_path}: no frame could be read.")
-    return {"frames": frames, "fps": source_fps, "output": os.fspath(output_path)}
+    elapsed = time.perf_counter() - start
+    logger.info("%d frames at %dx%d, %.1f FPS end to end; %s", frames, size[0], size[1], frames / elapsed,
+                times.summary())
+    return {"frames": frames, "fps": source_fps, "output": os.fspath(output_path), "loop_fps": frames / elapsed,
+            "times_ms": times.per_frame_ms()}
 
 
 def has_display():
@@ -339,7 +420,7 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
             if not ok:
                 break
             frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            classes, _ = predictor.predict(frame)
+            classes = predictor.predict_classes(frame)
             canvas = cv2.cvtColor(draw_overlay(frame, classes, colors, class_names, meter.tick()),
                                   cv2.COLOR_RGB2BGR)
             if show:

@@ -90,6 +90,26 @@ def test_predict_video_keeps_frame_rate_size_and_count(model, tmp_path):
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 9
 
 
+def test_classes_without_probabilities_are_the_same_classes(model):
+    frames = np.random.default_rng(5).integers(0, 255, (3, 32, 48, 3), dtype=np.uint8)
+    predictor = FramePredictor(model, keep_largest=1)
+    for frame in frames:
+        np.testing.assert_array_equal(predictor.predict_classes(frame), predictor.predict(frame)[0])
+    smoothed = FramePredictor(model, smoothing=0.5)  # needs the probabilities: the same path as predict
+    np.testing.assert_array_equal(smoothed.predict_classes(frames[0]), FramePredictor(model).predict(frames[0])[0])
+
+
+def test_predict_video_says_where_each_frame_s_time_goes(model, tmp_path):
+    source = make_video(tmp_path / "in.avi", frames=6)
+    result = predict_video(FramePredictor(model, input_size=(32, 48)), source, tmp_path / "out.avi", COLORS, NAMES,
+                           progress=False)
+    times = result["times_ms"]
+    assert set(times) == {"decode", "preprocess", "model", "postprocess", "overlay", "encode", "total"}
+    assert all(value > 0 for value in times.values())
+    assert times["total"] == pytest.approx(sum(v for k, v in times.items() if k != "total"))
+    assert 0 < result["loop_fps"] <= 1000.0 / times["total"] * 1.01  # the loop is no faster than its stages
+
+
 def test_predict_video_names_an_unreadable_file(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.mp4"):
         predict_video(FramePredictor(model), tmp_path / "missing.mp4", tmp_path / "o.mp4", COLORS, NAMES)

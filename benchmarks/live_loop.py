@@ -1,0 +1,97 @@
+"""End-to-end frame time of the live loop: decode, preprocess, model, postprocess, overlay, encode.
+
+Runs ``segzoo predict-video``'s loop (:func:`segzoo.inference.predict_video`) on a
+video resized to --size (the quickstart's sample video is 320x240; the default
+640x480 is what a webcam gives), once per runtime, and prints the milliseconds
+each stage takes per frame and the frames per second of the whole loop. The
+model runs at the frame's size, so postprocess is the softmax-free part: argmax
+and, when smoothing, the moving average.
+
+Example:
+
+    python benchmarks/live_loop.py --checkpoint segzoo_quickstart/checkpoints/best.keras \\
+        --video segzoo_quickstart/data/sample/video.mp4 --runtimes keras litert onnx auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import cv2
+
+
+def resized_video(source, target, size):
+    """Write ``source`` resized to ``size`` ``(H, W)`` at ``target`` (MJPG .avi); returns its frame count."""
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise SystemExit(f"{source}: OpenCV cannot open this video.")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"MJPG"), fps, (size[1], size[0]))
+    frames = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        writer.write(cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+        frames += 1
+    capture.release()
+    writer.release()
+    return frames
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    parser.add_argument("--video", required=True, help="the video to run on")
+    parser.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
+                        help="frame height and width (default: 480 640)")
+    parser.add_argument("--runtimes", nargs="+", default=["keras", "litert", "onnx", "auto"],
+                        help="FramePredictor runtimes (default: keras litert onnx auto)")
+    parser.add_argument("--smoothing", type=float, default=0.0, help="temporal smoothing (default: 0)")
+    parser.add_argument("--output", help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    from segzoo.cli.quiet import silence_third_party
+
+    silence_third_party()
+    from segzoo import evaluation, inference
+
+    machine = evaluation.machine_description()
+    model = inference.load_model(args.checkpoint)
+    names, colors = inference.model_classes(model)
+    print(f"{time.strftime('%Y-%m-%d')}: {machine['cpu']} ({', '.join(machine['vector_extensions']) or 'no AVX'}), "
+          f"{machine['cores']} cores; {os.path.basename(args.video)} at {args.size[1]}x{args.size[0]}\n")
+    stages = inference.STAGES
+    print("| runtime | " + " | ".join(stages) + " | total (ms) | loop FPS |\n|---" + "|---" * (len(stages) + 2) + "|")
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        video = os.path.join(workdir, "video.avi")
+        frames = resized_video(args.video, video, args.size)
+        for name in args.runtimes:
+            predictor = inference.FramePredictor(model, smoothing=args.smoothing, runtime=name)
+            predictor.predict(_first_frame(video))  # build (and export, or choose) before the timed loop
+            result = inference.predict_video(predictor, video, os.path.join(workdir, f"out_{name}.avi"), colors,
+                                             names, progress=False)
+            times = result["times_ms"]
+            label = name if name != "auto" else f"auto ({predictor.chosen_runtime})"
+            rows.append({"runtime": label, "frames": frames, "times_ms": times, "loop_fps": result["loop_fps"]})
+            print(f"| {label} | " + " | ".join(f"{times.get(stage, 0.0):.1f}" for stage in stages)
+                  + f" | {times['total']:.1f} | {result['loop_fps']:.1f} |", flush=True)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump({"machine": machine, "size": list(args.size), "rows": rows}, f, indent=2)
+
+
+def _first_frame(video):
+    capture = cv2.VideoCapture(video)
+    ok, bgr = capture.read()
+    capture.release()
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+if __name__ == "__main__":
+    main()
