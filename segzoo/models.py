@@ -1,5 +1,6 @@
 """The segmentation model: backbone + head (+ training-only heads with their losses) + resize; loading it."""
 
+import functools
 import importlib
 import os
 import zipfile
@@ -241,8 +242,35 @@ class SegmentationModel(keras.Model):
         return cls(**config)
 
 
-#: Modules whose registered classes a segzoo ``.keras`` file may name.
-_SERIALIZABLE_MODULES = ("backbones", "heads", "layers", "losses", "metrics", "schedules")
+_REGISTRATION = "@keras.saving.register_keras_serializable("
+
+
+@functools.lru_cache(maxsize=None)
+def serializable_modules() -> tuple[str, ...]:
+    """The segzoo modules that register classes a ``.keras`` file may name, found in the package's sources.
+
+    Derived, not listed by hand: every module whose source registers a class
+    with ``keras.saving.register_keras_serializable`` (a new layer, loss or
+    model anywhere in segzoo is found without being added to a list).
+    """
+    root = os.path.dirname(os.path.abspath(__file__))
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                if _REGISTRATION not in f.read():
+                    continue
+            relative = os.path.relpath(os.path.join(folder, name[:-3]), os.path.dirname(root))
+            found.append(relative.replace(os.sep, ".").removesuffix(".__init__"))
+    return tuple(sorted(found))
+
+
+def import_serializable_modules() -> None:
+    """Import :func:`serializable_modules`, so that ``keras.saving.load_model`` knows every segzoo class."""
+    for module in serializable_modules():
+        importlib.import_module(module)
 
 
 def check_keras_file(path) -> None:
@@ -294,8 +322,7 @@ def load_model(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file.")
     check_keras_file(path)
-    for module in _SERIALIZABLE_MODULES:
-        importlib.import_module(f"segzoo.{module}")
+    import_serializable_modules()
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except (zipfile.BadZipFile, EOFError, OSError) as error:

@@ -104,3 +104,38 @@ def test_every_submodule_is_reachable_from_the_package():
     modules |= {name for name in os.listdir(package) if os.path.isfile(os.path.join(package, name, "__init__.py"))}
     assert modules == set(segzoo._SUBMODULES)
     assert segzoo.presets.list_presets()
+
+
+def test_every_module_that_registers_a_class_is_imported_before_loading():
+    """The list is derived from the sources: it holds the folding and export layers too."""
+    import segzoo.models
+
+    modules = segzoo.models.serializable_modules()
+    assert {"segzoo.folding", "segzoo.export", "segzoo.layers.conv", "segzoo.losses.boundary"} <= set(modules)
+
+
+def test_folded_and_postprocessed_models_load_in_a_fresh_process(tmp_path):
+    from harness import random_images, run_in_backend
+    from segzoo import export
+    from segzoo.folding import fold_batch_norm
+
+    model = SegmentationModel(TinyBackbone(), TinyHead(3))
+    images = random_images(1, 32, 48)
+    folded = fold_batch_norm(model)
+    folded.save(tmp_path / "folded.keras")
+    classes = export.inference_model(model, (32, 48), "classes")
+    classes.save(tmp_path / "classes.keras")
+    np.save(tmp_path / "images.npy", images)
+    run_in_backend("tensorflow", f"""
+        import json, keras, numpy as np
+        import harness  # the tiny test backbone and head
+        from segzoo.models import import_serializable_modules, load_model
+        images = np.load({str(tmp_path / "images.npy")!r})
+        np.save({str(tmp_path / "folded.npy")!r}, load_model({str(tmp_path / "folded.keras")!r}).predict(images))
+        import_serializable_modules()  # a functional wrapper is no SegmentationModel: Keras loads it, safely
+        classes = keras.saving.load_model({str(tmp_path / "classes.keras")!r}, safe_mode=True)
+        np.save({str(tmp_path / "classes.npy")!r}, keras.ops.convert_to_numpy(classes(images)))
+        print(json.dumps("ok"))
+    """)
+    np.testing.assert_allclose(np.load(tmp_path / "folded.npy"), folded.predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / "classes.npy"), keras.ops.convert_to_numpy(classes(images)))
