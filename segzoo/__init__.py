@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export", "files",
-    "folding", "heads", "inference", "layers", "losses", "metrics", "models", "native_output", "plots", "postprocess",
+    "folding", "heads", "inference", "keras_internals", "layers", "losses", "metrics", "models", "native_output", "plots", "postprocess",
     "prediction", "presets", "quickstart", "recipes", "report", "runtime", "schedules", "time_budget", "training", "tta",
     "utils", "weights",
 )

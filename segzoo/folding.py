@@ -28,6 +28,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from segzoo import keras_internals
+
 CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
@@ -58,7 +60,7 @@ def _functional_pairs(model):
     Only this graph's nodes count: a layer of a ``keras.applications`` model
     that a sub-model reuses also has a node in the original model's graph.
     """
-    nodes = [node for depth in getattr(model, "_nodes_by_depth", {}).values() for node in depth]
+    nodes = keras_internals.graph_nodes(model)
     if not nodes:
         return []
     readers, calls = {}, {}
@@ -72,7 +74,7 @@ def _functional_pairs(model):
         bn, inputs = node.operation, keras.tree.flatten(node.input_tensors)
         if type(bn) is not keras.layers.BatchNormalization or calls[id(bn)] != 1 or len(inputs) != 1:
             continue
-        conv = inputs[0]._keras_history.operation
+        conv = keras_internals.producer(inputs[0])
         if (isinstance(conv, CONVOLUTIONS) and calls.get(id(conv)) == 1
                 and readers[id(inputs[0])] == 1 and id(inputs[0]) not in outputs):
             pairs.append((conv, bn))
@@ -87,7 +89,7 @@ def _declared_pairs(layer):
 def batch_norm_pairs(model):
     """Every ``(convolution, batch_norm)`` pair of ``model`` that :func:`fold_batch_norm` folds."""
     pairs = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in keras_internals.sublayers(model, include_self=True):
         pairs += _functional_pairs(layer) + _declared_pairs(layer)
     return [(conv, bn) for conv, bn in pairs
             if type(bn) is keras.layers.BatchNormalization and bn.center and bn.axis in (-1, 3)]
@@ -114,7 +116,7 @@ def _fold_pair(conv, bn):
     bn.moving_variance.assign(np.full(bn.moving_variance.shape, 1.0 - bn.epsilon, np.float32))
     if bn.scale:
         bn.gamma.assign(np.ones(bn.gamma.shape, np.float32))
-    bn.__class__ = FoldedBatchNormalization
+    keras_internals.replace_class(bn, FoldedBatchNormalization)
 
 
 def fold_batch_norm(model, copy=True):

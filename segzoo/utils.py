@@ -5,7 +5,7 @@ import keras
 # The symbolic tracer of the active backend (a TF FuncGraph, jax.eval_shape or
 # torch meta tensors). Keras has no public name for it; Layer.compute_output_spec
 # uses it the same way.
-from keras.src.backend import compute_output_spec as _trace_symbolically
+from segzoo import keras_internals
 
 _COUNTED_LAYERS = (
     keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
@@ -75,21 +75,19 @@ def count_flops(model, input_shape=None) -> int:
             total += _layer_macs(layer, inputs.shape, outputs.shape)
             return outputs
 
-        # An instance attribute shadows the class's call() for this layer only.
-        object.__setattr__(layer, "call", counted)
+        keras_internals.shadow_call(layer, counted)
 
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-              if isinstance(layer, _COUNTED_LAYERS)]
+    layers = [layer for layer in keras_internals.sublayers(model) if isinstance(layer, _COUNTED_LAYERS)]
     try:
         for layer in layers:
             instrument(layer)
         # Tracing model.call with backend tensors (not KerasTensors) makes every
         # nested layer, in functional graphs and subclassed layers alike, run
         # its call() on tensors of known shape.
-        _trace_symbolically(model.call, keras.KerasTensor((1, *input_shape)))
+        keras_internals.trace_symbolically(model.call, keras.KerasTensor((1, *input_shape)))
     finally:
         for layer in layers:
-            layer.__dict__.pop("call", None)
+            keras_internals.restore_call(layer)
     return total
 
 

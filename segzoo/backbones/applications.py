@@ -13,9 +13,7 @@ from typing import NamedTuple
 
 import keras
 
-# Keras's cache folder ($KERAS_HOME, else ~/.keras), where keras.applications
-# keeps its downloads. Keras has no public name for it.
-from keras.src.backend.config import keras_home as _keras_home
+from segzoo.keras_internals import keras_home
 
 
 class InputOf(NamedTuple):
@@ -69,7 +67,7 @@ class WeightsFile:
             return keras.utils.get_file(self.file_name, self.origin, cache_subdir="models",
                                         file_hash=self.file_hash)
         except Exception as error:  # get_file raises a bare Exception on URL failures.
-            cache_path = os.path.join(os.path.expanduser(_keras_home()), "models", self.file_name)
+            cache_path = os.path.join(os.path.expanduser(keras_home()), "models", self.file_name)
             raise OSError(
                 f"{backbone_name}: could not get the ImageNet weights file {self.file_name!r} "
                 f"({error}). Without internet, download {self.origin} (md5 {self.file_hash}) on "

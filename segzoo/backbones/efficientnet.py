@@ -5,8 +5,8 @@ from typing import Callable
 
 import keras
 # The URLs and md5 hashes of keras.applications' weight files (no public name).
-from keras.src.applications import efficientnet as _keras_efficientnet
-from keras.src.applications import efficientnet_v2 as _keras_efficientnet_v2
+from segzoo.keras_internals import efficientnet as _keras_efficientnet
+from segzoo.keras_internals import efficientnet_v2 as _keras_efficientnet_v2
 
 from segzoo.backbones.applications import WeightsFile, resolve_weights, tap_features
 from segzoo.backbones.base import Backbone, check_weights_argument

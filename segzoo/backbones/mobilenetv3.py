@@ -2,7 +2,7 @@
 
 import keras
 # The URLs and md5 hashes of keras.applications' weight files (no public name).
-from keras.src.applications import mobilenet_v3 as _keras_mobilenet_v3
+from segzoo.keras_internals import mobilenet_v3 as _keras_mobilenet_v3
 
 from segzoo.backbones.applications import (MODEL_OUTPUT, InputOf, WeightsFile, resolve_weights,
                                            tap_features)

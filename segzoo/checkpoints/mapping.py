@@ -14,6 +14,7 @@ import logging
 import keras
 import numpy as np
 
+from segzoo import keras_internals
 from segzoo.checkpoints.torch_file import CheckpointError
 
 logger = logging.getLogger("segzoo.weights")
@@ -36,8 +37,8 @@ def official_module_name(layer_name):
 def sublayer_paths(prefix, parent):
     """``{f"{prefix}.<official name>": layer}`` for every layer with weights inside ``parent``."""
     layers = {}
-    for layer in parent._flatten_layers(include_self=False):
-        if layer.weights and not layer._flatten_layers(include_self=False):
+    for layer in keras_internals.sublayers(parent):
+        if layer.weights and not keras_internals.sublayers(layer):
             layers[f"{prefix}.{official_module_name(layer.name)}"] = layer
         elif layer.weights:  # a nested segzoo layer (e.g. a fusion module inside a head)
             layers.update(sublayer_paths(f"{prefix}.{layer.name}", layer))

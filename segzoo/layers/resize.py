@@ -6,7 +6,7 @@ from keras import ops
 # keras.ops.image.resize validates its size in Python (size > 0), which a
 # symbolic size cannot answer inside a TensorFlow graph; the backend function
 # it calls does no such check. Only unknown sizes take this path.
-from keras.src.backend import image as _backend_image
+from segzoo.keras_internals import backend_image
 
 
 @keras.saving.register_keras_serializable(package="segzoo")
@@ -38,7 +38,7 @@ class ResizeLike(keras.layers.Layer):
             if tuple(x.shape[1:3]) == tuple(static):
                 return x
             return ops.image.resize(x, tuple(static), interpolation=self.interpolation, antialias=False)
-        resized = _backend_image.resize(x, ops.shape(reference)[1:3], interpolation=self.interpolation,
+        resized = backend_image.resize(x, ops.shape(reference)[1:3], interpolation=self.interpolation,
                                         antialias=False)
         return ops.cast(resized, self.compute_dtype)
 
