@@ -197,9 +197,6 @@ def _litert_options(quantize, representative_images):
     if quantize == "float16":
         return {"optimizations": [tf.lite.Optimize.DEFAULT],
                 "target_spec": {"supported_types": [tf.float16]}}
-    if representative_images is None or len(representative_images) == 0:
-        raise ValueError("int8 quantisation needs representative images (a few dozen training images).")
-
     def representative_dataset():
         for image in representative_images:
             yield [np.asarray(image, np.float32)[None]]
@@ -233,8 +230,6 @@ def _quantize_onnx(path, representative_images):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if representative_images is None or len(representative_images) == 0:
-        raise ValueError("int8 quantisation needs representative images (a few dozen training images).")
     input_name = onnx.load(path, load_external_data=False).graph.input[0].name
     prepared = f"{path}.prepared.onnx"
     try:
@@ -300,6 +295,8 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
     if quantize not in FORMAT_QUANTIZATIONS[format]:
         raise ValueError(f"quantize={quantize!r} does not apply to {format}; choose one of "
                          f"{FORMAT_QUANTIZATIONS[format]}.")
+    if quantize == "int8" and (representative_images is None or len(representative_images) == 0):
+        raise ValueError("int8 quantisation needs representative images (a few dozen training images).")
     input_size = tuple(int(s) for s in input_size)
     divisor = model.size_divisor
     if any(s % divisor for s in input_size):
