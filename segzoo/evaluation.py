@@ -27,7 +27,7 @@ from segzoo import postprocess
 from segzoo import tta as tta_module
 from segzoo.constants import IGNORE_INDEX
 from segzoo.metrics import MeanIoU
-from segzoo.runtime import compiled_forward, measure_latency
+from segzoo.runtime import ForwardPerSize, compiled_forward, measure_latency
 from segzoo.utils import count_flops, count_params
 
 
@@ -146,8 +146,12 @@ def machine_description():
 
 
 def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), latency_runs=50,
-                      latency_warmup=10, ignore_index=IGNORE_INDEX, tta=None):
+                      latency_warmup=10, ignore_index=IGNORE_INDEX, tta=None, runtime="keras"):
     """Accuracy over ``dataset`` plus parameters, GFLOPs and batch-1 latency at ``input_shape``.
+
+    ``runtime`` (:mod:`segzoo.runtime`, or ``"auto"``) runs both the scoring and
+    the timing: an exported runtime is exported and checked once per input size;
+    the report's ``runtime`` says which ran.
 
     With ``tta`` (a :class:`segzoo.tta.TestTimeAugmentation`), the scores with it too, under ``"tta"``:
     ``mean_iou``, ``per_class_iou``, ``pixel_accuracy``, ``settings`` and ``forward_passes_per_image``
@@ -155,7 +159,7 @@ def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), la
     """
     if tta is not None:
         tta.check(model.size_divisor)  # before any work
-    forward = compiled_forward(model)  # one folded copy for all
+    forward = compiled_forward(model) if runtime == "keras" else ForwardPerSize(model, runtime)  # one for all
     report = evaluate_segmentation(model, dataset, class_names, ignore_index, forward=forward)
     if tta is not None:
         scored = evaluate_segmentation(model, dataset, class_names, ignore_index, forward=forward, tta=tta)
@@ -166,6 +170,7 @@ def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), la
         gflops=count_flops(model, input_shape) / 1e9,
         latency=measure_latency(model, input_shape, runs=latency_runs, warmup=latency_warmup, forward=forward),
         machine=machine_description(),
+        runtime=getattr(forward, "chosen_runtime", runtime),
     )
     return report
 
@@ -195,7 +200,8 @@ def format_report(report) -> str:
         lines += [f"{'parameters':<{width}} {report['parameters'] / 1e6:.2f} M",
                   f"{'GFLOPs':<{width}} {report['gflops']:.2f} (multiply-adds, {shape[1]}x{shape[0]})",
                   f"{'latency':<{width}} {latency['median_ms']:.1f} ms median, {latency['p90_ms']:.1f} ms p90 "
-                  f"(batch {latency['batch_size']}, {latency['runs']} runs)"]
+                  f"(batch {latency['batch_size']}, {latency['runs']} runs"
+                  + (f", {report['runtime']})" if report.get("runtime", "keras") != "keras" else ")")]
     if tta:
         lines.append(f"{'TTA':<{width}} {tta_module.cost(tta)}")
     return "\n".join(lines)

@@ -14,11 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
-import weakref
 
 import cv2
 import keras
@@ -132,43 +129,21 @@ class FramePredictor:
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1); got {smoothing}.")
         if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}; got {runtime!r}.")
+            raise ValueError(f"runtime must be one of {RUNTIMES}; got {runtime!r}.")  # before any work
         self.model = model
         self.input_size = tuple(input_size) if input_size else None
         self.smoothing = float(smoothing)
         self.keep_largest = int(keep_largest)
         self.runtime = runtime
-        #: The runtime frames run on: ``runtime``, or what ``"auto"`` chose (None until the first frame).
-        self.chosen_runtime = None if runtime == "auto" else runtime
-        self._forwards = {}  # model input size (None: any) -> images -> logits
-        self._export_dir = None
+        self._forward = runtimes.ForwardPerSize(model, runtime, what="frames")
         self._average = None
         #: Where the time of :meth:`predict` goes, frame after frame (:class:`FrameTimes`).
         self.times = FrameTimes()
 
-    def _forward(self, images):
-        any_size = self.chosen_runtime is not None and self.chosen_runtime.startswith("keras")
-        size = None if any_size else images.shape[1:3]  # the Keras graph takes any size
-        if size not in self._forwards:
-            self._forwards[size] = self._build_forward(images)
-        return self._forwards[size](images)
-
-    def _build_forward(self, images):
-        """The forward function for ``images``' size: on the chosen runtime, choosing it first for ``"auto"``."""
-        if self._export_dir is None:
-            self._export_dir = tempfile.mkdtemp(prefix="segzoo-predict-")
-            weakref.finalize(self, shutil.rmtree, self._export_dir, True)
-        size = images.shape[1:3]
-        if self.chosen_runtime is None:
-            logger.info("runtime auto: timing %s at %dx%d (once)...", ", ".join(runtimes.AUTO_CANDIDATES),
-                        size[1], size[0])
-            forward, _ = runtimes.fastest_forward(self.model, size, self._export_dir, np.asarray(images, np.float32))
-            self.chosen_runtime = forward.runtime
-            return forward
-        if not self.chosen_runtime.startswith("keras"):
-            logger.info("Exporting the model to %s for %dx%d frames (once per size)...", self.chosen_runtime,
-                        size[1], size[0])
-        return runtimes.make_forward(self.chosen_runtime, self.model, size, self._export_dir, check_images=images)
+    @property
+    def chosen_runtime(self):
+        """The runtime frames run on: :attr:`runtime`, or what ``"auto"`` chose (None before the first frame)."""
+        return self._forward.chosen_runtime
 
     def reset(self):
         """Forget the smoothing history (at a cut or a new stream)."""

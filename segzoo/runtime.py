@@ -26,7 +26,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
+import tempfile
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -254,3 +257,58 @@ def fastest_forward(model, input_size, workdir, images, candidates=AUTO_CANDIDAT
     logger.info("runtime auto: %s, the fastest here at %dx%d of those that agree with the Keras model (%s)",
                 best.runtime, input_size[1], input_size[0], ranked)
     return best, timings
+
+
+class ForwardPerSize:
+    """``images -> logits`` of ``model`` on ``runtime``, for batches of any size.
+
+    A Keras runtime takes any size; an exported one is built (and checked
+    against Keras on the first batch of that size) once per input size, in a
+    temporary folder removed with this object. ``"auto"`` chooses the runtime on
+    the first batch (:func:`fastest_forward`); :attr:`chosen_runtime` says which.
+
+    Args:
+        model: a segmentation model (logits out).
+        runtime: a name of :data:`RUNTIMES` (not an int8 one), or ``"auto"``.
+        what: what the batches are, for the log line ("frames", "images").
+    """
+
+    def __init__(self, model, runtime="keras", what="images"):
+        if runtime != "auto" and runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {('auto', *RUNTIMES)}; got {runtime!r}.")
+        if runtime in INT8_RUNTIMES:
+            raise ValueError(f"runtime {runtime!r} needs calibration images: export the model with "
+                             f"segzoo export --quantize int8 and run that file instead.")
+        self.model, self.what = model, what
+        #: The runtime batches run on: ``runtime``, or what ``"auto"`` chose (None until the first batch).
+        self.chosen_runtime = None if runtime == "auto" else runtime
+        self._forwards = {}  # input size (None: any) -> Forward
+        self._workdir = None
+
+    def __call__(self, images):
+        any_size = self.chosen_runtime is not None and self.chosen_runtime.startswith("keras")
+        size = None if any_size else tuple(images.shape[1:3])
+        if size not in self._forwards:
+            self._forwards[size] = self._build(images)
+        return self._forwards[size](images)
+
+    def _build(self, images):
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(prefix="segzoo-runtime-")
+            weakref.finalize(self, shutil.rmtree, self._workdir, True)
+        size = tuple(images.shape[1:3])
+        images = np.asarray(images, np.float32)
+        if self.chosen_runtime is None:
+            logger.info("runtime auto: timing %s at %dx%d (once)...", ", ".join(AUTO_CANDIDATES), size[1], size[0])
+            forward, _ = fastest_forward(self.model, size, self._workdir, images)
+            self.chosen_runtime = forward.runtime
+            return forward
+        if not self.chosen_runtime.startswith("keras"):
+            logger.info("Exporting the model to %s for %dx%d %s (once per size)...", self.chosen_runtime, size[1],
+                        size[0], self.what)
+        return make_forward(self.chosen_runtime, self.model, size, self._workdir, check_images=images)
+
+    @property
+    def workdir(self):
+        """The temporary folder of the exported files (None before the first export)."""
+        return self._workdir

@@ -159,6 +159,24 @@ def test_eval_with_tta_writes_both_scores(make_folder, tmp_path, capsys):
     assert "mean IoU with TTA" in (out / "report.html").read_text()
 
 
+def test_eval_on_an_exported_runtime_scores_like_keras_and_says_which_ran(make_folder, tmp_path, capsys):
+    import json
+
+    folder = make_folder(num_sources=4, copies=0, size=(32, 48))
+    checkpoint = tiny_checkpoint(tmp_path / "m.keras")
+    scores = {}
+    for runtime in ("keras", "onnx"):
+        out = tmp_path / runtime
+        status, printed, err = segzoo(["eval", "--checkpoint", checkpoint, "--data", str(folder), "--val_ratio", "0.5",
+                                       "--latency_size", "32", "48", "--latency_runs", "2", "--grid_images", "1",
+                                       "--output", str(out), "--runtime", runtime], capsys)
+        assert status == 0, err
+        scores[runtime] = json.loads((out / "metrics.json").read_text())
+    assert scores["onnx"]["runtime"] == "onnx" and scores["keras"]["runtime"] == "keras"
+    assert abs(scores["onnx"]["mean_iou"] - scores["keras"]["mean_iou"]) < 1e-3
+    assert "runs, onnx)" in printed
+
+
 def test_eval_refuses_bad_tta_flags_with_one_message(make_folder, tmp_path, capsys):
     missing = ["eval", "--checkpoint", str(tmp_path / "none.keras"), "--data", str(tmp_path / "missing"),
                "--output", str(tmp_path / "eval")]

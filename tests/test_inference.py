@@ -165,7 +165,7 @@ def test_predictor_on_an_exported_runtime_matches_keras(model, runtime):
         classes, probabilities = exported.predict(frame)
         assert (classes == expected).mean() > 0.99
         np.testing.assert_allclose(probabilities, expected_probabilities, atol=1e-4)
-    export_dir = exported._export_dir
+    export_dir = exported._forward.workdir
     [exported_file] = os.listdir(export_dir)  # one export for the one frame size
     assert exported_file.endswith(f"{runtime}_40x56.{'tflite' if runtime == 'litert' else 'onnx'}")
     del exported

@@ -22,6 +22,8 @@ import os
 
 
 def add_arguments(parser):
+    from segzoo.inference import RUNTIMES
+
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
     parser.add_argument("--data", required=True,
                         help="rgb/ + gt/ folder or zip, CVAT export (folder or zip) or TFDS dataset name")
@@ -38,6 +40,9 @@ def add_arguments(parser):
     parser.add_argument("--latency_size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
                         help="input size for GFLOPs and latency (default: 480 640)")
     parser.add_argument("--latency_runs", type=int, default=50, help="timed runs (default: 50)")
+    parser.add_argument("--runtime", default="keras", choices=RUNTIMES,
+                        help="what scores and times the model: the Keras graph, an exported runtime (exported and "
+                             "checked once per image size), or auto: the fastest here (default: keras)")
     parser.add_argument("--output", default="eval", help="folder for metrics.json, report.html and pictures "
                                                           "(default: eval)")
     parser.add_argument("--grid_images", type=int, default=6, help="images in predictions.png (default: 6)")
@@ -92,7 +97,7 @@ def run(args):
                         seed=args.seed, shuffle=False, label_values=label_values)
     class_names = model.class_names or postprocess.output_class_names(model.num_classes, info.class_names)
     report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
-                                          latency_runs=args.latency_runs, tta=tta)
+                                          latency_runs=args.latency_runs, tta=tta, runtime=args.runtime)
     report.update(checkpoint=os.path.abspath(args.checkpoint), data=args.data, split=args.split)
     colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
     rows = evaluation.prediction_rows(model, dataset, colors, max_images=args.grid_images)
