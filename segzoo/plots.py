@@ -6,9 +6,10 @@ function writes one PNG and returns its path.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
+
+from segzoo.files import atomic_write
 
 
 def _pyplot():
@@ -21,9 +22,12 @@ def _pyplot():
 
 
 def _save(figure, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    _pyplot().close(figure)
+    """Write ``figure`` to ``path`` atomically (the format from its suffix) and free it; returns ``path``."""
+    try:
+        with atomic_write(path) as temporary:
+            figure.savefig(temporary, dpi=100, bbox_inches="tight")
+    finally:
+        _pyplot().close(figure)
     return path
 
 

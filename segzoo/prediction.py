@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from tqdm.auto import tqdm
 from segzoo.data.folder import list_files
 from segzoo.data.io import IMAGE_EXTENSIONS, DataError, is_within, read_image, write_image, write_label
 from segzoo.errors import OutputExistsError, option
+from segzoo.files import atomic_write, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +241,8 @@ def predict_folder(predictor, images_dir, output_dir, class_names, colors, forma
             writer.abort()
         raise
     cvat_zip = writer.close() if writer is not None else None
-    with open(os.path.join(output_dir, "classes.json"), "w", encoding="utf-8") as f:
-        json.dump({"class_names": list(class_names), "colors": [list(map(int, c)) for c in colors]}, f, indent=2)
+    write_json(os.path.join(output_dir, "classes.json"),
+               {"class_names": list(class_names), "colors": [list(map(int, c)) for c in colors]})
     shares = pixels / max(int(pixels.sum()), 1)
     return {"images": len(paths), "output": output_dir, "cvat_zip": cvat_zip,
             "class_pixels": {name: float(s) for name, s in zip(class_names, shares)}}
@@ -345,14 +345,14 @@ def write_ranking(ranking, output_dir, top=20, copy=False, images_dir=None, over
         _check_outside(output_dir, images_dir)
     os.makedirs(output_dir, exist_ok=True)
     csv_path = os.path.join(output_dir, RANKING_CSV)
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(csv_path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as f:
         table = csv.writer(f)
         table.writerow(["rank", "path", "score", "near_duplicate_of"])
         for rank, item in enumerate(ranking, start=1):
             table.writerow([rank, item.path, f"{item.score:.6f}", item.duplicate_of or ""])
     chosen = [item for item in ranking if item.duplicate_of is None][:max(int(top), 0)]
     top_path = os.path.join(output_dir, TOP_LIST)
-    with open(top_path, "w", encoding="utf-8") as f:
+    with atomic_write(top_path) as temporary, open(temporary, "w", encoding="utf-8") as f:
         f.writelines(item.path + "\n" for item in chosen)
     copied = None
     if copy:

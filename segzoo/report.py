@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import os
 
-from segzoo.files import write_json
+from segzoo.files import atomic_write, write_json
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
@@ -92,8 +92,9 @@ def write_html_report(path, title, report, pictures=(), videos=(), extra_rows=()
         parts.append(f"<figure><video src=\"{relative(file)}\" controls loop muted></video>"
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     parts.append("</body></html>\n")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
+    with atomic_write(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write("\n".join(parts))
     return path
 
 

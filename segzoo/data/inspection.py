@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 
@@ -40,6 +39,7 @@ from segzoo.data.folder import SizeMismatchError
 from segzoo.data.io import DataError
 from segzoo.data.overlay import overlay_label
 from segzoo.data.splits import DEFAULT_VAL_RATIO, TEST, TRAIN, VALIDATION, split_ids
+from segzoo.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -437,8 +437,7 @@ def write_report(report: DatasetReport, output_dir, overwrite=False) -> dict[str
     output_dir = check_output_folder(output_dir, overwrite)
     os.makedirs(output_dir, exist_ok=True)
     written = {REPORT_FILE: os.path.join(output_dir, REPORT_FILE)}
-    with open(written[REPORT_FILE], "w", encoding="utf-8") as f:
-        json.dump(report.to_dict(), f, indent=2)
+    write_json(written[REPORT_FILE], report.to_dict())
     written[CHART_FILE] = plot_class_frequency(report, os.path.join(output_dir, CHART_FILE))
     sheet = plot_contact_sheet(report, os.path.join(output_dir, CONTACT_SHEET_FILE))
     if sheet:
