@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from segzoo import folding
+from segzoo.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ def compiled_forward(model, jit_compile=False, fold_batch_norm=True):
 
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
-        forward = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
-        return lambda x: forward(trainable, non_trainable, x)
+        jitted = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
+        return lambda x: jitted(trainable, non_trainable, x)
     import torch
 
     def forward(x):
@@ -194,12 +195,14 @@ def make_forward(runtime, model, input_size=None, workdir=None, calibration_imag
         check_images: images the export is checked on (default: some calibration images, else random).
 
     Raises:
-        ValueError: an unknown or unavailable runtime, or an exported one without
-            ``input_size`` and ``workdir`` (or, int8, without calibration images).
+        ValueError: an unknown runtime, or an exported one without ``input_size``
+            and ``workdir`` (or, int8, without calibration images).
+        segzoo.errors.ConfigError: a runtime this machine cannot run (a missing package, no GPU).
         segzoo.export.ExportMismatchError: the exported file disagrees with the model.
     """
     if not is_available(runtime):
-        raise ValueError(f"runtime {runtime!r} is not available here (its package, or a GPU, is missing).")
+        raise ConfigError(f"runtime {runtime!r} is not available here (its package, or a GPU, is missing); choose "
+                          f"one of {', '.join(name for name in RUNTIMES if is_available(name))}.")
     if runtime == "keras":
         return Forward(runtime, compiled_forward(model))
     if runtime == "keras-xla":
@@ -277,8 +280,8 @@ class ForwardPerSize:
         if runtime != "auto" and runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {('auto', *RUNTIMES)}; got {runtime!r}.")
         if runtime in INT8_RUNTIMES:
-            raise ValueError(f"runtime {runtime!r} needs calibration images: export the model with "
-                             f"segzoo export --quantize int8 and run that file instead.")
+            raise ConfigError(f"runtime {runtime!r} needs calibration images: export the model with "
+                              f"segzoo export --quantize int8 and run that file instead.")
         self.model, self.what = model, what
         #: The runtime batches run on: ``runtime``, or what ``"auto"`` chose (None until the first batch).
         self.chosen_runtime = None if runtime == "auto" else runtime
