@@ -55,6 +55,10 @@ def test_the_wheel_is_what_runs(installed):
     where = subprocess.run([str(bin_dir / "python"), "-c", "import segzoo; print(segzoo.__file__)"],
                            capture_output=True, text=True, cwd=work, env=env, check=True).stdout
     assert str(bin_dir.parent) in where and REPO_ROOT not in where
+    shipped = subprocess.run([str(bin_dir / "python"), "-c", "from segzoo import recipes; "
+                              "print(recipes.read_recipe('camvid/ddrnet23_slim')['preset'])"],
+                             capture_output=True, text=True, cwd=work, env=env, check=True).stdout
+    assert shipped.strip() == "ddrnet23_slim"  # the recipes are package data of the wheel
 
 
 def test_every_subcommand_answers_help_without_third_party_lines(installed):
