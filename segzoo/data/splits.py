@@ -3,7 +3,7 @@
 Two sources of truth, in this order:
 
 1. ``ImageSets/Segmentation/<subset>.txt`` lists (a CVAT export writes them):
-   ``train`` -> ``train``; ``val`` or ``validation`` -> ``validation``; ``test``
+   ``train`` -> ``train``; ``val``, ``valid`` or ``validation`` -> ``validation``; ``test``
    -> ``test`` (held out: never trained on, never used to pick a checkpoint; a
    benchmark's test set, scored with ``segzoo eval --split test``). A lone
    ``default`` list means CVAT had no subsets, so it carries no split and rule 2
@@ -39,7 +39,7 @@ ALL = "all"
 DEFAULT_VAL_RATIO = 0.1
 
 #: CVAT subset name -> split name.
-SUBSET_TO_SPLIT = {"train": TRAIN, "val": VALIDATION, "validation": VALIDATION, "test": TEST}
+SUBSET_TO_SPLIT = {"train": TRAIN, "val": VALIDATION, "valid": VALIDATION, "validation": VALIDATION, "test": TEST}
 
 
 @dataclasses.dataclass(frozen=True)
