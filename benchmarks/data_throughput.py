@@ -16,7 +16,7 @@ after warm-up:
 Prints a markdown table; ``--output results.json`` also writes the numbers.
 Example::
 
-    python benchmarks/data_throughput.py --num-images 64 --timed-images 400 --output data.json
+    python benchmarks/data_throughput.py --num_images 64 --timed_images 400 --output data.json
 """
 
 from __future__ import annotations
@@ -79,21 +79,22 @@ def time_offline(folder, output_dir, copies, workers):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--num-images", type=int, default=64, help="images generated in the folder")
+    parser.add_argument("--num_images", type=int, default=64, help="images generated in the folder")
     parser.add_argument("--height", type=int, default=480, help="image height, pixels")
     parser.add_argument("--width", type=int, default=640, help="image width, pixels")
-    parser.add_argument("--image-format", default=".jpg", choices=(".jpg", ".png"), help="format of the images")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
-    parser.add_argument("--warmup-batches", type=int, default=5, help="batches read before timing")
-    parser.add_argument("--timed-images", type=int, default=400, help="images timed (rounded up to batches)")
-    parser.add_argument("--offline-copies", type=int, default=2, help="augmented copies per image, offline")
-    parser.add_argument("--offline-workers", type=int, default=1, help="worker processes of offline augmentation")
-    parser.add_argument("--skip-offline", action="store_true", help="do not time offline augmentation")
+    parser.add_argument("--image_format", default=".jpg", choices=(".jpg", ".png"), help="format of the images")
+    parser.add_argument("--batch_size", type=int, default=8, help="images per batch")
+    parser.add_argument("--warmup_batches", type=int, default=5, help="batches read before timing")
+    parser.add_argument("--timed_images", type=int, default=400, help="images timed (rounded up to batches)")
+    parser.add_argument("--offline_copies", type=int, default=2, help="augmented copies per image, offline")
+    parser.add_argument("--offline_workers", type=int, default=1, help="worker processes of offline augmentation")
+    parser.add_argument("--skip_offline", action="store_true", help="do not time offline augmentation")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and the pipeline")
     parser.add_argument("--output", help="write the results as JSON to this file")
     args = parser.parse_args(argv)
 
-    from segzoo.data.pipeline import OnlineAugment, load
+    from segzoo.data.online_augment import OnlineAugment
+    from segzoo.data.pipeline import load
 
     image_size = (args.height, args.width)
     results = []

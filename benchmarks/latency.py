@@ -55,6 +55,8 @@ import warnings
 
 import numpy as np
 
+from segzoo.cli.arguments import add_boolean_argument, add_checkpoint_argument
+
 OFFICIAL = "official ddrnet23_slim"
 
 
@@ -225,10 +227,11 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs first (default: 10)")
     parser.add_argument("--runtimes", nargs="+", help="runtimes to try, names of segzoo.runtime.RUNTIMES "
                                                       "(default: every available one)")
-    parser.add_argument("--official", action=argparse.BooleanOptionalAction, default=None,
-                        help="time the official DDRNet-23-slim on ONNX Runtime first (default: when PyTorch is "
-                             "installed)")
-    parser.add_argument("--checkpoint", help="time (and score) this trained .keras model instead of presets")
+    add_boolean_argument(parser, "--official", default=None,
+                         help="time the official DDRNet-23-slim on ONNX Runtime first (default: when PyTorch is "
+                              "installed)")
+    add_checkpoint_argument(parser, required=False,
+                            help="time (and score) this trained .keras model instead of presets")
     parser.add_argument("--data", help="rgb/ + gt/ folder: calibration images, and held-out images to score on")
     parser.add_argument("--calibration_images", type=int, default=16, help="int8 calibration images (default: 16)")
     parser.add_argument("--output", help="write <output>.md and <output>.json")

@@ -23,6 +23,8 @@ import time
 
 import cv2
 
+from segzoo.cli.arguments import add_checkpoint_argument
+
 
 def resized_video(source, target, size):
     """Write ``source`` resized to ``size`` ``(H, W)`` at ``target`` (MJPG .avi); returns its frame count."""
@@ -45,7 +47,7 @@ def resized_video(source, target, size):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    add_checkpoint_argument(parser)
     parser.add_argument("--video", required=True, help="the video to run on")
     parser.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
                         help="frame height and width (default: 480 640)")

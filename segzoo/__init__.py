@@ -11,10 +11,10 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export", "files",
-    "folding", "heads", "inference", "keras_internals", "layers", "losses", "metrics", "models", "native_output", "plots", "postprocess",
-    "prediction", "presets", "quickstart", "recipes", "report", "runtime", "schedules", "time_budget", "training", "tta",
-    "utils", "weights",
+    "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export",
+    "files", "folding", "heads", "inference", "keras_internals", "layers", "losses", "metrics", "models",
+    "native_output", "plots", "postprocess", "prediction", "presets", "quickstart", "recipes", "report", "runtime",
+    "schedules", "settings", "time_budget", "training", "tta", "utils", "weights",
 )
 
 

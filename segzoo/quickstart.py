@@ -31,16 +31,13 @@ import numpy as np
 from segzoo import data, evaluation, export, inference, plots, report as reports
 from segzoo import errors
 from segzoo.errors import OutputExistsError
+from segzoo.settings import config_field as _field
 from segzoo.training import TrainConfig, train
 
 logger = logging.getLogger(__name__)
 
 #: Minutes the quickstart keeps for the steps after training (evaluation, video, export) within its budget.
 AFTER_TRAINING_MINUTES = 1.0
-
-
-def _field(default, help, **metadata):
-    return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclasses.dataclass

@@ -24,8 +24,10 @@ def parse(argv):
 
 def test_defaults_and_typed_values():
     assert parse([]) == Options()
-    options = parse(["--name", "b", "--count", "7", "--size", "8", "9", "--weights", "1", "2.5", "--no-flag"])
+    options = parse(["--name", "b", "--count", "7", "--size", "8", "9", "--weights", "1", "2.5", "--no_flag"])
     assert options == Options("b", 7, (8, 9), (1.0, 2.5), False)
+    assert parse(["--no-flag"]) == parse(["--no_flag"]) == Options(flag=False)  # argparse's spelling: an alias
+    assert parse(["--no_flag", "--flag"]) == Options()
 
 
 def test_help_shows_defaults_and_bad_choices_fail(capsys):
@@ -33,7 +35,8 @@ def test_help_shows_defaults_and_bad_choices_fail(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--help"])
     text = capsys.readouterr().out
-    assert "how many (default: 3)" in text and "--size H W" in text and "--no-flag" in text
+    assert "how many (default: 3)" in text and "--size H W" in text and "--no_flag" in text
+    assert "--no-flag" not in text  # the alias works but is not listed
     with pytest.raises(SystemExit):
         parser.parse_args(["--name", "c"])
 

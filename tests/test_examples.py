@@ -58,7 +58,7 @@ def test_predict_video_and_camera_write_playable_videos(trained, tmp_path):
     source, output = cv2.VideoCapture(sample.video), cv2.VideoCapture(str(tmp_path / "out.mp4"))
     assert output.get(cv2.CAP_PROP_FRAME_COUNT) == source.get(cv2.CAP_PROP_FRAME_COUNT) == 6
     assert output.get(cv2.CAP_PROP_FPS) == pytest.approx(source.get(cv2.CAP_PROP_FPS), abs=0.01)
-    example("predict_realtime")(["--checkpoint", str(run / "best.keras"), "--camera", sample.video, "--no-show",
+    example("predict_realtime")(["--checkpoint", str(run / "best.keras"), "--camera", sample.video, "--no_show",
                                  "--output", str(tmp_path / "camera.mp4"), "--max_frames", "4",
                                  "--runtime", "litert"])
     assert cv2.VideoCapture(str(tmp_path / "camera.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 4

@@ -4,6 +4,9 @@ import os
 
 import keras
 
+#: Output name -> stride of a ``"P1"``..``"P5"`` pyramid backbone (stride ``2**level``).
+PYRAMID_STRIDES = {"P1": 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}
+
 
 @keras.saving.register_keras_serializable(package="segzoo")
 class Backbone(keras.Model):

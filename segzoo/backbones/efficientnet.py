@@ -9,10 +9,8 @@ from segzoo.keras_internals import efficientnet as _keras_efficientnet
 from segzoo.keras_internals import efficientnet_v2 as _keras_efficientnet_v2
 
 from segzoo.backbones.applications import WeightsFile, resolve_weights, tap_features
-from segzoo.backbones.base import Backbone, check_weights_argument
+from segzoo.backbones.base import PYRAMID_STRIDES, Backbone, check_weights_argument
 from segzoo.layers.normalization import IMAGENET_MEAN, IMAGENET_STD, ImageNormalization
-
-PYRAMID_STRIDES = {"P1": 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,9 +6,7 @@ from segzoo.keras_internals import mobilenet_v3 as _keras_mobilenet_v3
 
 from segzoo.backbones.applications import (MODEL_OUTPUT, InputOf, WeightsFile, resolve_weights,
                                            tap_features)
-from segzoo.backbones.base import Backbone, check_weights_argument
-
-PYRAMID_STRIDES = {"P1": 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}
+from segzoo.backbones.base import PYRAMID_STRIDES, Backbone, check_weights_argument
 
 #: ``variant -> (keras.applications builder, {level: (tap, channels at alpha 1.0)})``.
 #: Taps are the last block of each stride; P5 is the model's own output, the

@@ -1,9 +1,12 @@
 """Flags from dataclasses (one flag per field, so every option a script has is an argument); logging setup.
 
 A field's ``metadata`` holds its ``help`` text and, optionally, ``choices``,
-``metavar`` and, for a tuple field, the ``type`` that parses each value.
-Booleans become ``--flag`` / ``--no-flag`` pairs; ``tuple[int, int]`` fields
-take two values (``--image_size 480 640``), ``tuple[float, ...]`` one or more.
+``metavar`` and, for a tuple field, the ``type`` that parses each value
+(:func:`segzoo.settings.config_field` declares such a field).
+Booleans become ``--flag`` / ``--no_flag`` pairs (:func:`add_boolean_argument`;
+``--no-flag``, argparse's own spelling, stays accepted but unlisted);
+``tuple[int, int]`` fields take two values (``--image_size 480 640``),
+``tuple[float, ...]`` one or more. Flags are spelt snake_case.
 """
 
 from __future__ import annotations
@@ -12,6 +15,42 @@ import argparse
 import dataclasses
 import logging
 import typing
+
+#: Help of the ``--checkpoint`` flag of the commands that load a trained model.
+CHECKPOINT_HELP = "a .keras checkpoint"
+
+
+class BooleanFlag(argparse.BooleanOptionalAction):
+    """:class:`argparse.BooleanOptionalAction` spelt snake_case: ``--name`` sets True, ``--no_name`` False."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        # The parent adds "--no-<name>" after each "--<name>": spell those "--no_<name>".
+        self.option_strings = [name if name in option_strings else "--no_" + name[len("--no-"):]
+                               for name in self.option_strings]
+        self.negative_option_strings = tuple(name for name in self.option_strings if name not in option_strings)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.option_strings:
+            setattr(namespace, self.dest, option_string not in self.negative_option_strings)
+
+
+def add_boolean_argument(parser, flag, **kwargs):
+    """Add ``flag`` / ``--no_<name>`` (:class:`BooleanFlag`) to ``parser`` (or an argument group).
+
+    ``--no-<name>``, the spelling of argparse's ``BooleanOptionalAction``, is
+    kept as an alias that ``--help`` does not list. Returns the action.
+    """
+    action = parser.add_argument(flag, action=BooleanFlag, **kwargs)
+    parser.add_argument(f"--no-{flag[2:]}", dest=action.dest, action="store_false", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+    return action
+
+
+def add_checkpoint_argument(parser, required=True, help=CHECKPOINT_HELP):
+    """Add ``--checkpoint``, the ``.keras`` model a command loads, to ``parser``. Returns the action."""
+    return parser.add_argument("--checkpoint", required=required, help=help)
+
 
 def add_dataclass_arguments(parser, cls, group_title=None, skip=(), only_given=False):
     """Add one ``--<field>`` flag per field of dataclass ``cls`` to ``parser`` (except ``skip``).
@@ -31,8 +70,9 @@ def add_dataclass_arguments(parser, cls, group_title=None, skip=(), only_given=F
         kwargs = {"default": argparse.SUPPRESS if only_given else default,
                   "help": f"{help_text} (default: {shown})"}
         if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif (typing.get_origin(kind) or kind) is tuple:
+            add_boolean_argument(target, f"--{field.name}", **kwargs)
+            continue
+        if (typing.get_origin(kind) or kind) is tuple:
             item_types = typing.get_args(kind)  # (int, int) or (float, ...)
             fixed = bool(item_types) and item_types[-1] is not Ellipsis
             metavar = field.metadata.get("metavar") or (

@@ -1,6 +1,6 @@
 """Segment a webcam stream live: a window with the overlay, legend and FPS (q or Esc quits).
 
-Without a display (a server, a container), or with --no-show, the overlay is
+Without a display (a server, a container), or with --no_show, the overlay is
 written to --output instead (default camera_<time>.webm).
 
 Example:
@@ -8,18 +8,18 @@ Example:
     segzoo camera --checkpoint runs/holes/best.keras --camera 0
 """
 
-import argparse
+from segzoo.cli.arguments import add_boolean_argument, add_checkpoint_argument
 
 
 def add_arguments(parser):
     from segzoo import inference
 
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    add_checkpoint_argument(parser)
     parser.add_argument("--camera", default="0",
                         help="webcam index (0 is the first) or a stream URL / video file (default: 0)")
     parser.add_argument("--output", help="also write the overlay to this video file")
-    parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
-                        help="show a window (default: when a display is available)")
+    add_boolean_argument(parser, "--show", default=None,
+                         help="show a window (default: when a display is available)")
     parser.add_argument("--max_frames", type=int, help="stop after this many frames")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output if it exists (an output that is one of the inputs is always refused)")

@@ -21,13 +21,14 @@ TensorRT: from the ONNX file (any input size), for one size:
 
 import os
 
+from segzoo.cli.arguments import add_checkpoint_argument
 from segzoo.errors import ConfigError
 
 
 def add_arguments(parser):
     from segzoo import export
 
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    add_checkpoint_argument(parser)
     parser.add_argument("--format", required=True, choices=export.FORMATS, help="export format")
     parser.add_argument("--quantize", default="none", choices=export.QUANTIZATIONS,
                         help="quantisation: LiteRT float16 or int8, ONNX int8 (static, calibrated on --data) "

@@ -18,12 +18,14 @@ Examples:
         --format png cvat --tile 512 512 --runtime onnx
 """
 
+from segzoo.cli.arguments import add_checkpoint_argument
+
 
 def add_model_arguments(parser):
     """The flags predict and rank share: the checkpoint, the images and how the model runs on them."""
     from segzoo.inference import RUNTIMES
 
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    add_checkpoint_argument(parser)
     parser.add_argument("--images", required=True,
                         help="folder of images, searched recursively (png, jpg, ... in any case)")
     parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),

@@ -6,11 +6,13 @@ Example:
         --output out.mp4 --smoothing 0.5 --keep_largest 2
 """
 
+from segzoo.cli.arguments import add_checkpoint_argument
+
 
 def add_arguments(parser):
     from segzoo import inference
 
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    add_checkpoint_argument(parser)
     parser.add_argument("--video", required=True, help="input video file")
     parser.add_argument("--output", required=True,
                         help="output video: .webm (VP8, plays in browsers and players), .mp4 (H.264 where "
