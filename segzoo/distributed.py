@@ -1,11 +1,23 @@
-"""Data-parallel training on every device of one or several machines: JAX and ``keras.distribution``.
+"""Where a training runs: every device setup behind one interface, from one device to many machines.
+
+:func:`start_run` turns the device options of a training into a run context,
+one of two kinds with the same interface (``is_chief``, ``num_devices``,
+``num_local_devices``, ``fixed_steps``, ``scope()``, ``data_shard()``,
+``barrier()``, ``chief_first()``), so that :func:`segzoo.training.train`
+reads the same whatever the devices:
+
+- :class:`LocalRun`, the trivial case: one process, with TensorFlow's
+  ``tf.distribute`` placing the model on one device (the default), on one
+  chosen GPU (``gpu``) or mirrored on every GPU of the machine
+  (``multi_gpu``, ``MirroredStrategy``; see :func:`make_strategy`);
+- :class:`DataParallelRun` (``distributed``): the JAX backend with
+  ``keras.distribution.DataParallel`` over every device of one or several
+  processes.
 
 Keras 3 has no multi-worker ``tf.distribute`` strategy (keras issue 20585);
 its supported path across machines is the JAX backend with
 ``keras.distribution.DataParallel`` over the devices of every process, the
-processes joined by ``jax.distributed``. This module holds the three steps of
-that path, which :func:`segzoo.training.train` runs when
-``TrainConfig.distributed`` is set:
+processes joined by ``jax.distributed``. That path has three steps:
 
 1. :func:`resolve_cluster`: who am I, how many are we, where is process 0,
    from explicit values, segzoo's own variables (``SEGZOO_COORDINATOR_ADDRESS``,
@@ -198,6 +210,44 @@ def resolve_cluster(coordinator_address=None, num_processes=None, process_id=Non
 
 
 @dataclasses.dataclass(frozen=True)
+class LocalRun:
+    """A run in this one process (see the module docstring): the trivial case of the run interface.
+
+    Attributes:
+        strategy: the ``tf.distribute`` strategy that places the model (:func:`make_strategy`);
+            ``None`` on other backends (Keras's default device).
+        num_devices: model replicas (the strategy's), all of them in this process.
+    """
+
+    strategy: object = None
+    num_devices: int = 1
+    #: Only one process writes files and prints: this one.
+    is_chief = True
+    #: Whether every epoch must run a fixed number of steps (processes in step): not for one process.
+    fixed_steps = False
+
+    @property
+    def num_local_devices(self) -> int:
+        """Devices of this process: all of them."""
+        return self.num_devices
+
+    def scope(self):
+        """The context in which to build and compile the model (the strategy's scope)."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def data_shard(self) -> dict:
+        """``segzoo.data.load`` arguments of this process's part of the data: all of it."""
+        return {}
+
+    def barrier(self, name):
+        """Wait for the other processes: there are none."""
+
+    def chief_first(self, function):
+        """Run ``function()`` and return its result (this process is the only one)."""
+        return function()
+
+
+@dataclasses.dataclass(frozen=True)
 class DataParallelRun:
     """A started data-parallel run: its cluster, its distribution and its device counts.
 
@@ -212,6 +262,13 @@ class DataParallelRun:
     distribution: object
     num_devices: int
     num_local_devices: int
+    #: Every process runs the same steps: training repeats its data with a fixed number of steps per
+    #: epoch, and validation is filled up to full batches in every process.
+    fixed_steps = True
+
+    def scope(self):
+        """The context in which to build the model: the distribution is already in force."""
+        return contextlib.nullcontext()
 
     @property
     def is_chief(self) -> bool:
@@ -238,6 +295,73 @@ class DataParallelRun:
         result = function() if self.is_chief else None
         self.barrier(f"segzoo: {getattr(function, '__name__', 'chief_first')}")
         return result if self.is_chief else function()
+
+
+def start_run(distributed=False, multi_gpu=False, gpu=None, coordinator_address=None, coordinator_port=None,
+              num_processes=None, process_id=None):
+    """The run context for a training's device options: a :class:`LocalRun` or a :class:`DataParallelRun`.
+
+    Must run before anything touches JAX or a GPU.
+
+    Args:
+        distributed: data parallel on the JAX backend over every device of
+            every process (:func:`resolve_cluster` then :func:`start`).
+        multi_gpu, gpu: TensorFlow's placement in one process (:func:`make_strategy`).
+        coordinator_address, coordinator_port, num_processes, process_id:
+            the cluster, for ``distributed`` (see :func:`resolve_cluster`).
+
+    Raises:
+        ValueError: cluster options without ``distributed``, or ``distributed``
+            together with ``multi_gpu`` / ``gpu``.
+    """
+    cluster_options = {"coordinator_address": coordinator_address, "coordinator_port": coordinator_port,
+                       "num_processes": num_processes, "process_id": process_id}
+    if not distributed:
+        if any(value is not None for value in cluster_options.values()):
+            raise ValueError(f"{', '.join(cluster_options)} apply to distributed training: add distributed=True "
+                             f"(--distributed) or drop them.")
+        strategy = make_strategy(multi_gpu, gpu)
+        return LocalRun(strategy, strategy.num_replicas_in_sync if strategy is not None else 1)
+    if multi_gpu or gpu is not None:
+        raise ValueError("distributed (JAX) and multi_gpu / gpu (TensorFlow) exclude each other: distributed "
+                         "already uses every visible device (choose them with CUDA_VISIBLE_DEVICES).")
+    return start(resolve_cluster(coordinator_address, num_processes, process_id, coordinator_port))
+
+
+def make_strategy(multi_gpu=False, gpu=None):
+    """The ``tf.distribute`` strategy for one device, one chosen GPU, or every GPU.
+
+    Must run before TensorFlow touches a GPU. With ``multi_gpu`` and no GPU, the
+    logical CPU devices are mirrored instead (how the tests check replication).
+
+    Args:
+        multi_gpu: mirror the model on every visible GPU (``MirroredStrategy``).
+        gpu: index of the one GPU to use (``None``: TensorFlow's default).
+
+    Returns:
+        The strategy; ``None`` when the Keras backend is not TensorFlow.
+    """
+    if keras.backend.backend() != "tensorflow":
+        if multi_gpu or gpu is not None:
+            raise ValueError("multi_gpu and gpu need the TensorFlow backend; on JAX, distributed (--distributed) "
+                             "uses every device.")
+        return None
+    import tensorflow as tf  # MirroredStrategy is TensorFlow's: the TF backend only.
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpu is not None:
+        if not 0 <= gpu < len(gpus):
+            raise ValueError(f"gpu={gpu}, but {len(gpus)} GPU(s) are visible.")
+        tf.config.set_visible_devices(gpus[gpu], "GPU")
+        if not multi_gpu:
+            return tf.distribute.OneDeviceStrategy("/gpu:0")
+    if not multi_gpu:
+        return tf.distribute.get_strategy()
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if not devices:
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        logger.warning("multi_gpu: no GPU is visible; mirroring %d CPU device(s).", len(devices))
+    return tf.distribute.MirroredStrategy(devices)
 
 
 def start(cluster: ClusterSettings) -> DataParallelRun:

@@ -2,7 +2,7 @@
 
 :func:`train` runs a whole training from a :class:`TrainConfig`, the object
 behind ``examples/train.py`` (one flag per field). The pieces are public too:
-:func:`make_optimizer`, :func:`make_loss`, :func:`make_strategy`.
+:func:`make_optimizer`, :func:`make_loss`; devices are set up by :mod:`segzoo.distributed`.
 
 Checkpoints (``checkpoint_dir``): ``best.keras`` (best validation mean IoU),
 ``last.keras`` (end of the latest epoch, optimiser state included) and
@@ -43,6 +43,7 @@ from segzoo.models import check_keras_file, load_model
 from segzoo.checkpoints.torch_file import CheckpointError
 from segzoo.errors import ConfigError, OutputExistsError, option
 from segzoo.schedules import SCHEDULES, WarmupDecay
+from segzoo.settings import check_settings, config_field as _field
 from segzoo.time_budget import TimeBudget
 
 logger = logging.getLogger(__name__)
@@ -58,10 +59,6 @@ CONFIG_FILE = "config.json"
 MONITOR = "val_mean_iou"
 #: What a fresh run with overwrite=True deletes from checkpoint_dir first.
 RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, CONFIG_FILE, "log.csv", "logs")
-
-
-def _field(default, help, **metadata):
-    return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
 def _class_weight_value(text):
@@ -191,39 +188,6 @@ def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0):
     raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
 
 
-def make_strategy(multi_gpu=False, gpu=None):
-    """The ``tf.distribute`` strategy for one device, one chosen GPU, or every GPU.
-
-    Must run before TensorFlow touches a GPU. With ``multi_gpu`` and no GPU, the
-    logical CPU devices are mirrored instead (how the tests check replication).
-
-    Args:
-        multi_gpu: mirror the model on every visible GPU (``MirroredStrategy``).
-        gpu: index of the one GPU to use (``None``: TensorFlow's default).
-    """
-    import tensorflow as tf  # MirroredStrategy is TensorFlow's: the TF backend only.
-
-    if keras.backend.backend() != "tensorflow":
-        if multi_gpu or gpu is not None:
-            raise ValueError("multi_gpu and gpu need the TensorFlow backend; on JAX use "
-                             "examples/train.py --distributed.")
-        return None
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpu is not None:
-        if not 0 <= gpu < len(gpus):
-            raise ValueError(f"gpu={gpu}, but {len(gpus)} GPU(s) are visible.")
-        tf.config.set_visible_devices(gpus[gpu], "GPU")
-        if not multi_gpu:
-            return tf.distribute.OneDeviceStrategy("/gpu:0")
-    if not multi_gpu:
-        return tf.distribute.get_strategy()
-    devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-    if not devices:
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        logger.warning("multi_gpu: no GPU is visible; mirroring %d CPU device(s).", len(devices))
-    return tf.distribute.MirroredStrategy(devices)
-
-
 class _RunState(keras.callbacks.Callback):
     """After every epoch, saves ``best.keras`` (when the score improved), ``last.keras`` and ``state.json``.
 
@@ -298,18 +262,20 @@ def read_run_state(directory):
                                 f"start a new run.")
     saved = _read_json(path, "run state")
     check_keras_file(last)
-    state = saved
-    if saved.get("last_sha256"):  # runs saved before checkpoints were hashed are taken as they are
-        digest, pending = file_digest(last), saved.get("pending") or {}
+    state, pending = saved, saved.get("pending") or {}
+    # runs saved before checkpoints were hashed are taken as they are; a run killed while saving its
+    # first epoch has only the pending state
+    if saved.get("last_sha256") or pending.get("last_sha256"):
+        digest = file_digest(last)
         if digest == pending.get("last_sha256"):
             logger.info("%s: the run stopped while saving epoch %d; that epoch is complete.", directory,
                         pending["epochs_done"])
             state = pending
-        elif digest != saved["last_sha256"]:
+        elif digest != saved.get("last_sha256"):
             raise CheckpointError(f"{last} is not the checkpoint {STATE_FILE} names for epoch "
-                                  f"{saved['epochs_done']} (its SHA-256 differs): it was replaced or changed "
-                                  f"after the run wrote it. Restore it, or start a new run with "
-                                  f"{option('overwrite')}.")
+                                  f"{saved.get('epochs_done', pending.get('epochs_done'))} (its SHA-256 differs): "
+                                  f"it was replaced or changed after the run wrote it. Restore it, or start a new "
+                                  f"run with {option('overwrite')}.")
     state = {key: value for key, value in state.items() if key != "pending"}
     best = os.path.join(directory, BEST_CHECKPOINT)
     if os.path.exists(best):
@@ -329,10 +295,23 @@ def read_run_state(directory):
     return state
 
 
+def _no_epoch_saved(directory) -> bool:
+    """Whether ``directory`` holds a run killed while saving its first epoch, before ``last.keras`` was in
+    place: a ``state.json`` that names no finished epoch, and no ``last.keras``. Nothing there to keep."""
+    try:
+        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return "epochs_done" not in state and not os.path.exists(os.path.join(directory, LAST_CHECKPOINT))
+
+
 def _check_new_run(directory, overwrite=False):
     # a config.json alone is a run killed before its first epoch was saved: nothing to keep
     existing = [f for f in (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE) if os.path.exists(os.path.join(directory, f))]
-    if existing and not overwrite:
+    if existing and _no_epoch_saved(directory):
+        logger.info("%s: a run stopped while saving its first epoch; starting anew.", directory)
+    elif existing and not overwrite:
         raise OutputExistsError(f"{directory} already holds a run ({', '.join(existing)}). Pass resume=True "
                                 f"(--resume) to continue it, {option('overwrite')} to delete it and start anew, "
                                 f"or choose another checkpoint_dir.")
@@ -379,8 +358,6 @@ def saved_settings(directory) -> dict:
     ``--checkpoint_dir`` and ``--resume``. ``{}`` when the folder has no
     ``config.json``; settings of an older segzoo that no longer exist are left out.
     """
-    from segzoo.recipes import check_settings
-
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(path):
         return {}
@@ -408,8 +385,7 @@ def _differences(saved, config, fingerprint):
 def _check_resume(directory, config, fingerprint, class_names, model_classes):
     """Refuse a resume whose settings, data or classes differ from the saved run's (see :class:`TrainConfig`)."""
     path = os.path.join(directory, CONFIG_FILE)
-    binary = config.loss in BINARY_LOSSES
-    expected = 1 if binary else len(class_names)
+    expected = 1 if config.loss in BINARY_LOSSES else len(class_names)  # binary losses: one sigmoid output
     if model_classes != expected:
         raise ConfigError(f"resume: {directory}/{LAST_CHECKPOINT} has {model_classes} output class(es), but the data "
                           f"{config.data} has {len(class_names)} classes {list(class_names)}. A checkpoint cannot "
@@ -438,16 +414,6 @@ def _check_resume(directory, config, fingerprint, class_names, model_classes):
     logger.warning("resume with changes (allow_changes):\n  %s", listed)
 
 
-def _start_distributed(config):
-    """Resolve the cluster settings and put ``DataParallel`` in force (``config.distributed``)."""
-    if config.multi_gpu or config.gpu is not None:
-        raise ValueError("distributed (JAX) and multi_gpu / gpu (TensorFlow) exclude each other: distributed "
-                         "already uses every visible device (choose them with CUDA_VISIBLE_DEVICES).")
-    cluster = distributed.resolve_cluster(config.coordinator_address, config.num_processes, config.process_id,
-                                          config.coordinator_port)
-    return distributed.start(cluster)
-
-
 def train(config: TrainConfig):
     """Train a model as ``config`` says; returns ``(model, history)``.
 
@@ -456,124 +422,145 @@ def train(config: TrainConfig):
     """
     from segzoo import data
 
-    cluster_options = ("coordinator_address", "coordinator_port", "num_processes", "process_id")
-    if not config.distributed and any(getattr(config, name) is not None for name in cluster_options):
-        raise ValueError(f"{', '.join(cluster_options)} apply to distributed training: add distributed=True "
-                         f"(--distributed) or drop them.")
     if config.distributed and config.time_budget is not None:
         raise ConfigError("--time_budget fits one process's run; with --distributed set --epochs instead.")
-    run = _start_distributed(config) if config.distributed else None  # before anything touches JAX
-    chief = run is None or run.is_chief
+    run = distributed.start_run(config.distributed, config.multi_gpu, config.gpu, config.coordinator_address,
+                                config.coordinator_port, config.num_processes, config.process_id)
     keras.utils.set_random_seed(config.seed)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
-    if run is None:
-        strategy = make_strategy(config.multi_gpu, config.gpu)
-        replicas = local_replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    else:
-        strategy, replicas, local_replicas = None, run.num_devices, run.num_local_devices
-    global_batch = config.batch_size * replicas
+    state = _open_run_folder(config, run)
+    prepared = run.chief_first(lambda: data.prepare_source(  # a CVAT export is imported once, by process 0
+        config.data, images=config.images, binary=config.binary,
+        import_dir=os.path.join(config.checkpoint_dir, "dataset")))
+    with data.open_source(prepared, data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed,
+                          label_values=config.label_values) as source:
+        data.scan_labels(source)  # labels that cannot be right fail here, with file names, before the first step
+        train_ds, val_ds = _pipelines(config, source, run, resumed=state is not None)
+        steps_per_epoch = config.steps_per_epoch or max(source.info.split_sizes["train"] // _global_batch(config, run),
+                                                        1)
+        fingerprint = data.data_fingerprint(config.data, config.images)
+        with run.scope():
+            if state is None:
+                model, schedule = _new_model(config, source.info, fingerprint, steps_per_epoch, run)
+            else:
+                model, schedule = _resumed_model(config, state, source.info, fingerprint, run), None
+        callbacks, epochs = _callbacks(config, run, state, model, schedule, steps_per_epoch, source.info)
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                            initial_epoch=state["epochs_done"] if state is not None else 0,
+                            steps_per_epoch=steps_per_epoch if run.fixed_steps else config.steps_per_epoch,
+                            callbacks=callbacks, verbose=config.progress if run.is_chief else 0,
+                            shuffle=False)  # the tf.data pipeline shuffles
+        run.barrier("segzoo: training done")  # every process returns once process 0 wrote the last checkpoint
+    return model, history.history
 
+
+def _global_batch(config, run) -> int:
+    """Images per optimiser step over every device: ``batch_size`` is per device."""
+    return config.batch_size * run.num_devices
+
+
+def _learning_rate(config, run) -> float:
+    """The peak learning rate: ``learning_rate`` for one device's batch, times the devices (linear scaling)."""
+    return config.learning_rate * (run.num_devices if config.scale_learning_rate else 1)
+
+
+def _open_run_folder(config, run):
+    """Check ``checkpoint_dir`` and, with ``resume``, read the run to continue: its state, or ``None`` for a new run."""
     if config.data is None:
         raise ValueError("No data: give an rgb/ + gt/ folder, a CVAT export or a TFDS dataset name.")
     check_output(config.checkpoint_dir, inputs=(config.data, config.images), overwrite=True, name="checkpoint_dir")
-    if chief:
+    if run.is_chief:
         check_writable(config.checkpoint_dir, "checkpoint_dir")
         _remove_partial_files(config.checkpoint_dir)
     state = read_run_state(config.checkpoint_dir) if config.resume else None
-    if state is None and chief:
+    if state is None and run.is_chief:
         _check_new_run(config.checkpoint_dir, config.overwrite)
+    return state
 
-    def prepare_data():  # a CVAT export is imported into checkpoint_dir once, by process 0
-        return data.prepare_source(config.data, images=config.images, binary=config.binary,
-                                   import_dir=os.path.join(config.checkpoint_dir, "dataset"))
 
-    source = run.chief_first(prepare_data) if run is not None else prepare_data()
-    label_values = tuple(config.label_values) if config.label_values else None
-    info = data.load_info(source, data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed,
-                          label_values=label_values)
-    binary = config.loss in BINARY_LOSSES
-    fingerprint = data.data_fingerprint(config.data, config.images)
-    # Labels that cannot be right fail here, with file names, before the first step.
-    data.scan_labels(source, val_ratio=config.val_ratio, seed=config.seed, label_values=label_values)
-    data_options = dict(batch_size=config.batch_size * local_replicas, image_size=tuple(config.image_size),
-                        num_classes=info.num_classes, data_dir=config.data_dir,
-                        val_ratio=config.val_ratio, seed=config.seed, cache=config.cache,
-                        deterministic=config.deterministic, label_values=label_values,
-                        **(run.data_shard() if run is not None else {}))
-    # Data parallel on JAX: every process must run the same number of steps, so training
-    # repeats its data and validation is filled up to full batches in every process.
-    repeat = run is not None or config.steps_per_epoch is not None
-    train_ds = data.load(source, "train", shuffle=True, repeat=repeat,
-                         augment=data.OnlineAugment(scale_range=tuple(config.scale_range))
-                         if config.augment else None, drop_remainder=True, **data_options)
-    val_ds = data.load(source, "validation", shuffle=False, pad_remainder=True, **data_options)
-    learning_rate = config.learning_rate * (replicas if config.scale_learning_rate else 1)
-    if chief:
+def _pipelines(config, source, run, resumed):
+    """The training and validation ``tf.data`` pipelines of ``source`` for this process; logs the data."""
+    from segzoo import data
+
+    options = dict(batch_size=config.batch_size * run.num_local_devices, image_size=tuple(config.image_size),
+                   num_classes=source.info.num_classes, seed=config.seed, cache=config.cache,
+                   deterministic=config.deterministic, **run.data_shard())
+    # Processes in step (data parallel on JAX) run the same number of steps: training repeats its data and
+    # validation is filled up to full batches in every process.
+    augment = data.OnlineAugment(scale_range=tuple(config.scale_range)) if config.augment else None
+    train_ds = data.load(source, "train", shuffle=True, repeat=run.fixed_steps or config.steps_per_epoch is not None,
+                         augment=augment, drop_remainder=True, **options)
+    val_ds = data.load(source, "validation", shuffle=False, pad_remainder=True, **options)
+    if run.is_chief:
+        info = source.info
         logger.info("%s: %d classes %s, %d training and %d validation images, global batch %d on %d device(s)%s",
-                    source, info.num_classes, info.class_names,
-                    info.split_sizes.get("train", -1), info.split_sizes.get("validation", -1), global_batch,
-                    replicas, "" if state is not None else f", peak learning rate {learning_rate:g}")
+                    source, info.num_classes, info.class_names, info.split_sizes.get("train", -1),
+                    info.split_sizes.get("validation", -1), _global_batch(config, run), run.num_devices,
+                    "" if resumed else f", peak learning rate {_learning_rate(config, run):g}")
+    return train_ds, val_ds
 
-    class_weights = config.class_weights
-    if state is None:  # a new run: log what is likely a mistake in the data (never an error)
-        report = data.check_training_data(config.data, images=config.images, binary=config.binary,
-                                          data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed,
-                                          log=chief)
-        if binary and class_weights is not None:
-            raise ConfigError(f"class_weights apply to the losses ce and focal, not {config.loss!r}.")
-        class_weights = resolve_class_weights(class_weights, report)
-        if chief and config.class_weights is not None:
-            logger.info("class weights: %s", " ".join(f"{w:g}" for w in class_weights))
-    steps_per_epoch = config.steps_per_epoch or max(info.split_sizes["train"] // global_batch, 1)
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        if state is not None:
-            model = load_model(os.path.join(config.checkpoint_dir, LAST_CHECKPOINT))
-            _check_resume(config.checkpoint_dir, config, fingerprint, info.class_names, model.num_classes)
-            initial_epoch = state["epochs_done"]
-            if chief:
-                logger.info("Resuming after epoch %d (optimizer step %d)", initial_epoch,
-                            int(model.optimizer.iterations))
-        else:
-            weights = None if str(config.weights).lower() == "none" else config.weights
-            model = presets.from_name(config.preset, num_classes=1 if binary else info.num_classes,
-                                      weights=weights, aux_loss_weight=config.aux_loss_weight)
-            names = postprocess.output_class_names(model.num_classes, info.class_names)
-            model.set_classes(names, info.colors[:len(names)])
-            schedule = WarmupDecay(learning_rate, total_steps=config.epochs * steps_per_epoch,
-                                   warmup_steps=int(config.warmup_epochs * steps_per_epoch),
-                                   kind=config.schedule, power=config.poly_power,
-                                   end_ratio=config.end_learning_rate_ratio)
-            model.compile(
-                optimizer=make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay),
-                loss=make_loss(config.loss, info.num_classes, class_weights=class_weights,
-                               ohem_threshold=config.ohem_threshold, ohem_min_kept=config.ohem_min_kept,
-                               focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha),
-                metrics=[MeanIoU(num_classes=2 if binary else info.num_classes, name="mean_iou")],
-            )
-            initial_epoch = 0
-            if chief:
-                write_json(os.path.join(config.checkpoint_dir, CONFIG_FILE),
-                           run_record(config, fingerprint, info.class_names))
 
-    callbacks = _chief_callbacks(config.checkpoint_dir, state) if chief else []
-    epochs = config.epochs
-    if config.time_budget is not None:
-        validation_steps = -(-info.split_sizes.get("validation", 0) // global_batch)
-        callbacks.append(TimeBudget(config.time_budget * 60, steps_per_epoch, validation_steps, epochs,
-                                    schedule=None if state is not None else schedule))
+def _new_model(config, info, fingerprint, steps_per_epoch, run):
+    """A compiled model of ``config.preset`` for a new run, and its learning-rate schedule; records the run."""
+    from segzoo import data
+
+    single_logit = config.loss in BINARY_LOSSES  # one sigmoid output, not a softmax over the classes
+    if single_logit and config.class_weights is not None:
+        raise ConfigError(f"class_weights apply to the losses ce and focal, not {config.loss!r}.")
+    # log what is likely a mistake in the data (never an error)
+    report = data.check_training_data(config.data, images=config.images, binary=config.binary,
+                                      data_dir=config.data_dir, val_ratio=config.val_ratio, seed=config.seed,
+                                      log=run.is_chief)
+    class_weights = resolve_class_weights(config.class_weights, report)
+    if run.is_chief and config.class_weights is not None:
+        logger.info("class weights: %s", " ".join(f"{w:g}" for w in class_weights))
+    weights = None if str(config.weights).lower() == "none" else config.weights
+    model = presets.from_name(config.preset, num_classes=1 if single_logit else info.num_classes, weights=weights,
+                              aux_loss_weight=config.aux_loss_weight)
+    names = postprocess.output_class_names(model.num_classes, info.class_names)
+    model.set_classes(names, info.colors[:len(names)])
+    schedule = WarmupDecay(_learning_rate(config, run), total_steps=config.epochs * steps_per_epoch,
+                           warmup_steps=int(config.warmup_epochs * steps_per_epoch), kind=config.schedule,
+                           power=config.poly_power, end_ratio=config.end_learning_rate_ratio)
+    model.compile(
+        optimizer=make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay),
+        loss=make_loss(config.loss, info.num_classes, class_weights=class_weights,
+                       ohem_threshold=config.ohem_threshold, ohem_min_kept=config.ohem_min_kept,
+                       focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha),
+        metrics=[MeanIoU(num_classes=2 if single_logit else info.num_classes, name="mean_iou")],
+    )
+    if run.is_chief:
+        write_json(os.path.join(config.checkpoint_dir, CONFIG_FILE), run_record(config, fingerprint, info.class_names))
+    return model, schedule
+
+
+def _resumed_model(config, state, info, fingerprint, run):
+    """The model of ``last.keras``, checked against ``config`` and the data (see :func:`_check_resume`)."""
+    model = load_model(os.path.join(config.checkpoint_dir, LAST_CHECKPOINT))
+    _check_resume(config.checkpoint_dir, config, fingerprint, info.class_names, model.num_classes)
+    if run.is_chief:
+        logger.info("Resuming after epoch %d (optimizer step %d)", state["epochs_done"],
+                    int(model.optimizer.iterations))
+    return model
+
+
+def _callbacks(config, run, state, model, schedule, steps_per_epoch, info):
+    """The callbacks of ``fit`` (checkpoints and logs on process 0, the time budget) and the epochs to run to.
+
+    ``schedule``: the new run's learning-rate schedule, which a time budget shortens; ``None`` when resuming.
+    """
+    callbacks = _chief_callbacks(config.checkpoint_dir, state) if run.is_chief else []
+    if config.time_budget is None:
+        return callbacks, config.epochs
+    validation_steps = -(-info.split_sizes.get("validation", 0) // _global_batch(config, run))
+    callbacks.append(TimeBudget(config.time_budget * 60, steps_per_epoch, validation_steps, config.epochs,
+                                schedule=schedule))
     planned = (model.optimizer.get_config().get("learning_rate") or {}) if state is not None else {}
-    if config.time_budget is not None and isinstance(planned, dict) and "total_steps" in planned.get("config", {}):
+    if isinstance(planned, dict) and "total_steps" in planned.get("config", {}):
         # a resumed run fitted to a time budget continues to the end of its shortened schedule
-        epochs = min(epochs, -(-planned["config"]["total_steps"] // steps_per_epoch))
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch if run is not None else config.steps_per_epoch,
-                        callbacks=callbacks, verbose=config.progress if chief else 0,
-                        shuffle=False)  # the tf.data pipeline shuffles
-    if run is not None:  # every process returns once process 0 has written the last checkpoint
-        run.barrier("segzoo: training done")
-    return model, history.history
+        return callbacks, min(config.epochs, -(-planned["config"]["total_steps"] // steps_per_epoch))
+    return callbacks, config.epochs
 
 
 def _remove_partial_files(directory):

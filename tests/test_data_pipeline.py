@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from segzoo.data.folder import SegmentationFolder
 from segzoo.data.io import DataError, write_image, write_label
-from segzoo.data.pipeline import OnlineAugment, load, load_info
+from segzoo.data.online_augment import OnlineAugment
+from segzoo.data.pipeline import load, load_info
 from segzoo.data.tfds_builder import build_dataset
 
 NO_COLOUR = dict(brightness=None, contrast=None, saturation=None, hue=None)
@@ -339,3 +340,23 @@ def test_shard_and_pad_options_are_checked(make_folder):
         load(folder, pad_remainder=True)
     with pytest.raises(ValueError, match="pad_remainder"):
         load(folder, image_size=(32, 32), pad_remainder=True, repeat=True)
+
+
+def test_a_data_source_is_opened_and_split_once_for_every_pipeline(make_folder, monkeypatch):
+    from segzoo.data import datasource
+
+    folder = make_folder(num_sources=8, copies=0)
+    opened = []
+    real_open = datasource.open_dataset
+    monkeypatch.setattr(datasource, "open_dataset", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    with datasource.open_source(folder, val_ratio=0.25, seed=3) as source:
+        train = _batches(load(source, "train", batch_size=2, shuffle=False, deterministic=True))
+        validation = _batches(load(source, "validation", batch_size=2))
+        assert load_info(source) is source.info and source.info.split_sizes == {"train": 6, "validation": 2}
+        with pytest.raises(ValueError, match="already open; val_ratio=0.5"):
+            load(source, "train", val_ratio=0.5)
+    assert len(opened) == 1
+    assert sum(len(labels) for _, labels in train) == 6 and sum(len(labels) for _, labels in validation) == 2
+    again = _batches(load(folder, "train", batch_size=2, shuffle=False, deterministic=True, val_ratio=0.25, seed=3))
+    for (_, first), (_, second) in zip(train, again):  # the same split and order as from the path
+        np.testing.assert_array_equal(first, second)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness import run_in_backend
-from segzoo import losses, training
+from segzoo import distributed, losses, training
 from segzoo.training import TrainConfig, make_loss, make_optimizer, train
 
 
@@ -133,4 +133,4 @@ def test_mixed_bfloat16_trains(make_folder, tmp_path):
 
 def test_choosing_a_gpu_that_is_not_there_says_how_many_are():
     with pytest.raises(ValueError, match=r"gpu=3, but 0 GPU\(s\) are visible"):
-        training.make_strategy(gpu=3)
+        distributed.make_strategy(gpu=3)

@@ -20,11 +20,13 @@ Examples:
 
 import os
 
+from segzoo.cli.arguments import add_checkpoint_argument
+
 
 def add_arguments(parser):
     from segzoo.inference import RUNTIMES
 
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    add_checkpoint_argument(parser)
     parser.add_argument("--data", required=True,
                         help="rgb/ + gt/ folder or zip, CVAT export (folder or zip) or TFDS dataset name")
     parser.add_argument("--images", help="CVAT export saved without images: the original images")
@@ -87,25 +89,23 @@ def run(args):
     check_output(args.output, inputs=(args.checkpoint, args.data, args.images), overwrite=args.overwrite)
     check_writable(args.output)  # before the evaluation, not after it
     model = inference.load_model(args.checkpoint)
-    source = data.prepare_source(args.data, images=args.images, import_dir=os.path.join(args.output, "dataset"))
-    label_values = tuple(args.label_values) if args.label_values else None
-    info = data.load_info(source, data_dir=args.data_dir, val_ratio=args.val_ratio, seed=args.seed,
-                          label_values=label_values)
-    data.scan_labels(source, val_ratio=args.val_ratio, seed=args.seed, label_values=label_values)
-    dataset = data.load(source, args.split, batch_size=args.batch_size, image_size=args.image_size,
-                        num_classes=info.num_classes, data_dir=args.data_dir, val_ratio=args.val_ratio,
-                        seed=args.seed, shuffle=False, label_values=label_values)
-    class_names = model.class_names or postprocess.output_class_names(model.num_classes, info.class_names)
-    report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
-                                          latency_runs=args.latency_runs, tta=tta, runtime=args.runtime)
-    report.update(checkpoint=os.path.abspath(args.checkpoint), data=args.data, split=args.split)
-    colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
-    rows = evaluation.prediction_rows(model, dataset, colors, max_images=args.grid_images)
-    written = reports.save_evaluation(args.output, report, f"segzoo eval: {os.path.basename(args.checkpoint)} "
-                                      f"on {args.data} ({args.split})", rows, colors)
-    print(evaluation.format_report(report))
-    if args.visualize:
-        paths = evaluation.save_visualizations(model, dataset, colors, os.path.join(args.output, "visualizations"),
-                                               max_images=args.max_visualizations)
-        print(f"{len(paths)} pictures in {os.path.join(args.output, 'visualizations')}")
+    prepared = data.prepare_source(args.data, images=args.images, import_dir=os.path.join(args.output, "dataset"))
+    with data.open_source(prepared, data_dir=args.data_dir, val_ratio=args.val_ratio, seed=args.seed,
+                          label_values=args.label_values) as source:
+        data.scan_labels(source)
+        dataset = data.load(source, args.split, batch_size=args.batch_size, image_size=args.image_size,
+                            seed=args.seed, shuffle=False)
+        class_names = model.class_names or postprocess.output_class_names(model.num_classes, source.info.class_names)
+        report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
+                                              latency_runs=args.latency_runs, tta=tta, runtime=args.runtime)
+        report.update(checkpoint=os.path.abspath(args.checkpoint), data=args.data, split=args.split)
+        colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
+        rows = evaluation.prediction_rows(model, dataset, colors, max_images=args.grid_images)
+        written = reports.save_evaluation(args.output, report, f"segzoo eval: {os.path.basename(args.checkpoint)} "
+                                          f"on {args.data} ({args.split})", rows, colors)
+        print(evaluation.format_report(report))
+        if args.visualize:
+            paths = evaluation.save_visualizations(model, dataset, colors, os.path.join(args.output, "visualizations"),
+                                                   max_images=args.max_visualizations)
+            print(f"{len(paths)} pictures in {os.path.join(args.output, 'visualizations')}")
     print(f"metrics in {written['metrics.json']}; every figure on one page: {written['report.html']}")

@@ -8,6 +8,8 @@ Names load on first use (TensorFlow Datasets is slow to import)::
     report = data.inspect("export.zip")                 # statistics and likely mistakes, before training
     batches = data.load("path/to/rgb_gt_folder", split="train", image_size=(480, 640),
                         augment=data.OnlineAugment())
+    with data.open_source("path/to/rgb_gt_folder") as source:  # opened and split once, for several pipelines
+        train, validation = data.load(source, "train"), data.load(source, "validation")
 """
 
 import importlib
@@ -32,7 +34,8 @@ _EXPORTS = {
     "inspect": "inspection", "DatasetReport": "inspection", "median_frequency_weights": "inspection",
     "check_training_data": "inspection",
     "CvatWriter": "cvat_writer", "write_cvat_zip": "cvat_writer",
-    "load": "pipeline", "load_info": "pipeline", "OnlineAugment": "pipeline", "DataInfo": "pipeline",
+    "load": "pipeline", "load_info": "pipeline", "OnlineAugment": "online_augment", "augment_element": "online_augment",
+    "DataInfo": "datasource", "DataSource": "datasource", "open_source": "datasource",
 }
 
 

@@ -35,9 +35,11 @@ from tqdm.auto import tqdm
 
 from segzoo.constants import BACKGROUND_ID
 from segzoo.data.cvat import CvatDataset
+from segzoo.data.datasource import is_path, tfds_builder
 from segzoo.data.folder import SizeMismatchError
 from segzoo.data.io import DataError
 from segzoo.data.overlay import overlay_label
+from segzoo.data.sources import open_dataset
 from segzoo.data.splits import DEFAULT_VAL_RATIO, TEST, TRAIN, VALIDATION, split_ids
 from segzoo.files import write_json
 
@@ -215,15 +217,12 @@ def median_frequency_weights(class_pixels, image_pixels) -> list[float]:
 
 def _open(data, images, binary, data_dir):
     """``(kind, reader or TFDS builder)`` for ``data``."""
-    from segzoo.data.pipeline import _is_path, _tfds_builder
-    from segzoo.data.sources import open_dataset
-
-    if _is_path(data):
+    if is_path(data):
         reader = open_dataset(data, images=images, binary=binary)
         return ("cvat" if isinstance(reader, CvatDataset) else "rgb_gt"), reader
     if images is not None or binary:
         raise DataError(f"{data}: a TFDS dataset; images= and binary= apply to CVAT exports only. Drop them.")
-    return "tfds", _tfds_builder(data, data_dir)
+    return "tfds", tfds_builder(data, data_dir)
 
 
 def _tfds_items(builder):

@@ -49,8 +49,6 @@ different sizes batched without ``image_size``. They surface as
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import logging
 import math
 import os
@@ -60,170 +58,68 @@ import tensorflow as tf
 
 from segzoo.constants import IGNORE_INDEX
 from segzoo.errors import option
+from segzoo.data.datasource import DataInfo, DataSource, open_source
 from segzoo.data.io import DataError
-from segzoo.data.sources import open_dataset
-from segzoo.data.splits import ALL, DEFAULT_VAL_RATIO, TEST, TRAIN, VALIDATION, split_ids
+from segzoo.data.online_augment import augment_element
+from segzoo.data.splits import ALL, TRAIN, VALIDATION
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class OnlineAugment:
-    """Settings of the random, mask-aware augmentation of training images.
-
-    In order, for each image: resize to ``image_size`` times a factor drawn
-    from ``scale_range`` (image bilinear, label nearest); crop a random
-    ``image_size`` window, padding where the scaled image is smaller (image with
-    ``pad_value``, label with ``ignore_index``); flip image and label
-    left-right together with probability ``flip_prob``; then, on the image
-    only, brightness, contrast, saturation and hue jitter (``None`` or 0 turns
-    one off), each result clipped to 0..255. Every draw comes from
-    ``load(seed=...)``.
-
-    Attributes:
-        scale_range: ``(low, high)`` factors of ``image_size``; ``(1, 1)`` keeps its scale.
-        flip_prob: probability of a left-right flip.
-        brightness: add up to this fraction of 255, up or down.
-        contrast: scale the contrast by a factor in ``[1 - contrast, 1 + contrast]``.
-        saturation: scale the saturation by a factor in ``[1 - saturation, 1 + saturation]``.
-        hue: shift the hue by up to this fraction of the colour circle (at most 0.5).
-        pad_value: image value (0..255) of padded pixels.
-    """
-
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    flip_prob: float = 0.5
-    brightness: float | None = 0.2
-    contrast: float | None = 0.2
-    saturation: float | None = 0.3
-    hue: float | None = 0.05
-    pad_value: float = 0.0
-
-    def __post_init__(self):
-        low, high = self.scale_range
-        if not 0 < low <= high:
-            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}.")
-        for name, upper in (("flip_prob", 1.0), ("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0),
-                            ("hue", 0.5)):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= upper:
-                raise ValueError(f"{name} must be within 0..{upper}, got {value}.")
-        if not 0 <= self.pad_value <= 255:
-            raise ValueError(f"pad_value must be within 0..255, got {self.pad_value}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataInfo:
-    """What training needs to know about a dataset.
-
-    Attributes:
-        class_names: class names, index = class id.
-        colors: ``(r, g, b)`` per class.
-        ignore_index: label value of ignored pixels.
-        split_sizes: split name -> number of items.
-        split_method: ``"image_sets"`` or ``"ratio"`` (see :mod:`segzoo.data.splits`).
-        source: the folder or zip, or the TFDS dataset directory.
-    """
-
-    class_names: tuple[str, ...]
-    colors: tuple[tuple[int, int, int], ...]
-    ignore_index: int
-    split_sizes: dict
-    split_method: str
-    source: str
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes, background included."""
-        return len(self.class_names)
-
-
-def _is_path(source) -> bool:
-    return not isinstance(source, str) or os.path.exists(source) or source.lower().endswith(".zip")
-
-
-def _tfds_builder(name, data_dir):
-    import tensorflow_datasets as tfds  # slow to import: only for TFDS sources
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise DataError(
-            f"'{name}' is neither an existing folder or zip nor a TFDS dataset built in "
-            f"{data_dir or 'the default TFDS data directory'} ({error}). Build it with "
-            f"segzoo.data.build_dataset, or pass the folder's path."
-        ) from error
-    if "class_names" not in builder.info.metadata:
-        raise DataError(
-            f"{builder.data_path}: this TFDS dataset has no class_names in its metadata; "
-            f"build it with segzoo.data.build_dataset."
-        )
-    return builder
-
-
-def load_info(source, data_dir=None, val_ratio=DEFAULT_VAL_RATIO, seed=0, label_values=None) -> DataInfo:
-    """Class names, colours, ``ignore_index`` and split sizes of a dataset (see :func:`load`)."""
-    if _is_path(source):
-        with open_dataset(source, cvat=False, label_values=label_values) as reader:
-            split = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root)
-            return DataInfo(tuple(reader.class_names), tuple(reader.colors), reader.ignore_index,
-                            split.sizes(), split.method, reader.root)
-    builder = _tfds_builder(source, data_dir)
-    meta = builder.info.metadata
-    return DataInfo(tuple(meta["class_names"]), tuple(tuple(c) for c in meta["colors"]),
-                    int(meta["ignore_index"]),
-                    {name: split.num_examples for name, split in builder.info.splits.items()},
-                    meta["split_method"], os.fspath(builder.data_path))
+def load_info(source, data_dir=None, val_ratio=None, seed=0, label_values=None) -> DataInfo:
+    """Class names, colours, ``ignore_index`` and split sizes of a dataset (arguments as :func:`open_source`)."""
+    if isinstance(source, DataSource):
+        return open_source(source, data_dir, val_ratio, seed, label_values).info
+    with open_source(source, data_dir, val_ratio, seed, label_values) as opened:
+        return opened.info
 
 
 def _listed(files, limit=5):
     return ", ".join(files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
-def scan_labels(source, val_ratio=DEFAULT_VAL_RATIO, seed=0, label_values=None, num_classes=None,
-                workers=8) -> dict | None:
-    """Read every label of a folder or zip source once, before training, and catch labels that cannot be right.
+def scan_labels(source, val_ratio=None, seed=0, label_values=None, num_classes=None, workers=8,
+                data_dir=None) -> dict:
+    """Read every training and validation label once, before training, and catch labels that cannot be right.
 
     Args:
-        source: as :func:`load` takes it; a TFDS name is not scanned (its builder
-            checked every label), and ``None`` is returned.
-        val_ratio, seed, label_values: as :func:`load`.
+        source: a :class:`DataSource`, or what :func:`open_source` opens (a
+            folder, a zip or a built TFDS dataset), with ``val_ratio``,
+            ``seed``, ``label_values`` and ``data_dir`` as it takes them.
         num_classes: label values must be below it (or ``ignore_index``);
             ``None``: the dataset's classes.
-        workers: threads reading labels.
+        workers: threads reading the labels of a folder or zip.
 
     Returns:
         ``{split: pixel count of each stored value, int64 (256,)}`` for ``"train"`` and ``"validation"``.
 
     Raises:
-        DataError: naming the files and counts, for a dataset of a single
-            class; for masks stored as 0/255 (255 is the ignore value: every
-            foreground pixel would be ignored), with the fix; for a split in
-            which every pixel is ignored; for values that are no class id.
-        A class that never appears in a split is logged as a warning.
+        DataError: naming the files (a TFDS dataset: split and id) and counts,
+            for a dataset of a single class; for masks stored as 0/255 (255 is
+            the ignore value: every foreground pixel would be ignored), with
+            the fix; for a split in which every pixel is ignored; for values
+            that are no class id. A class that never appears in a split is
+            logged as a warning.
     """
-    if not _is_path(source):
-        return None
-    with open_dataset(source, cvat=False, label_values=label_values) as reader:
-        where, names, ignore = reader.root, list(reader.class_names), reader.ignore_index
+    opened = open_source(source, data_dir=data_dir, val_ratio=val_ratio, seed=seed, label_values=label_values)
+    try:
+        info = opened.info
+        where, names, ignore = info.source, list(info.class_names), info.ignore_index
         if len(names) < 2:
             raise DataError(f"{where}: a single class ({names[0]!r}), so there is nothing to segment. A binary "
                             f"dataset has two classes, background and the object (class_names "
                             f'["background", "object"]); a CVAT task needs a label besides background.')
-        num_classes = len(names) if num_classes is None else max(int(num_classes), 2)
-        split = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root)
-
-        def count(item_id):
-            return item_id, np.bincount(reader.read_label(item_id).ravel(), minlength=256).astype(np.int64)
-
-        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-            counts = {split_name: dict(pool.map(count, split.ids(split_name))) for split_name in (TRAIN, VALIDATION)}
-        label_path = reader.label_path
-    totals = {name: sum(per_item.values(), np.zeros(256, np.int64)) for name, per_item in counts.items()}
+        counts = {name: opened.label_counts(name, workers) for name in (TRAIN, VALIDATION)}
+    finally:
+        if opened is not source:
+            opened.close()
+    num_classes = len(names) if num_classes is None else max(int(num_classes), 2)
+    totals = {name: sum(per_label.values(), np.zeros(256, np.int64)) for name, per_label in counts.items()}
     overall = totals[TRAIN] + totals[VALIDATION]
     seen = {int(v) for v in np.flatnonzero(overall)}
-    if label_values is None and ignore in seen and seen <= {0, ignore}:
+    if opened.label_values is None and ignore in seen and seen <= {0, ignore}:
         raise DataError(
             f"{where}: every label holds only the values 0 and {ignore}, and {ignore} means ignore: these look "
             f"like binary masks stored as 0/{ignore}, so every foreground pixel ({overall[ignore]} of "
@@ -233,16 +129,17 @@ def scan_labels(source, val_ratio=DEFAULT_VAL_RATIO, seed=0, label_values=None, 
         if total.sum() and total[ignore] == total.sum():
             raise DataError(f"{where}: in the {split_name} split, every pixel of the {len(counts[split_name])} "
                             f"labels is {ignore} (ignore), so there is nothing to learn or to score. Check the "
-                            f"masks (e.g. {_listed([label_path(i) for i in counts[split_name]], 3)}).")
+                            f"masks (e.g. {_listed(list(counts[split_name]), 3)}).")
     bad = {}
-    for per_item in counts.values():
-        for item_id, item_counts in per_item.items():
-            values = [(v, int(item_counts[v])) for v in np.flatnonzero(item_counts) if v >= num_classes and v != ignore]
+    for per_label in counts.values():
+        for label, label_counts in per_label.items():
+            values = [(v, int(label_counts[v])) for v in np.flatnonzero(label_counts)
+                      if v >= num_classes and v != ignore]
             if values:
-                bad[label_path(item_id)] = values
+                bad[label] = values
     if bad:
-        files = [f"{path} ({', '.join(f'value {v}: {c} pixels' for v, c in values[:3])})"
-                 for path, values in sorted(bad.items())]
+        files = [f"{label} ({', '.join(f'value {v}: {c} pixels' for v, c in values[:3])})"
+                 for label, values in sorted(bad.items())]
         raise DataError(f"{where}: {len(bad)} label(s) hold values that are not class ids: there are "
                         f"{num_classes} classes (0..{num_classes - 1}) and {ignore} means ignore: "
                         f"{_listed(files)}. Fix these masks, or the class list in {where}.")
@@ -374,67 +271,6 @@ def _resize(element, image_size):
                 label=tf.image.resize(element["label"][..., None], image_size, "nearest")[..., 0])
 
 
-def _augment(element, seed, image_size, augment, ignore_index):
-    """Apply :class:`OnlineAugment` to one element, every draw from its own ``seed`` (shape ``(2,)``).
-
-    Written with tf.image and stateless random ops rather than Keras's
-    preprocessing layers, after trying them on real tensors: RandomFlip and
-    RandomCrop do keep masks aligned, but RandomZoom pads masks with the image
-    fill value (0, background) where padding must be ``ignore_index``;
-    RandomCrop neither scales nor pads; all of them draw from one seed state
-    that parallel map calls consume in a different order on each run (two
-    runs with the same seed differed), so reproducible runs would need them
-    on whole batches in one sequential map, which measured 3.5 times slower
-    than this per-image map on two cores (31 against 111 images/s at 640x480)
-    and does not scale with cores. Here each element has its own seed.
-    """
-    scale_seed, place_seed, flip_seed, *colour_seeds = tf.unstack(
-        tf.random.experimental.stateless_split(seed, num=7))
-    target = tf.constant(image_size, tf.int32)
-    scale = tf.random.stateless_uniform([], scale_seed, *augment.scale_range)
-    scaled = tf.maximum(tf.cast(tf.round(tf.cast(target, tf.float32) * scale), tf.int32), 1)
-    image = tf.image.resize(element["image"], scaled, "bilinear")
-    label = tf.image.resize(element["label"][..., None], scaled, "nearest")
-
-    def uniform_int(fraction, upper):  # an integer in [0, upper] from a fraction in [0, 1)
-        return tf.minimum(tf.cast(fraction * tf.cast(upper + 1, tf.float32), tf.int32), upper)
-
-    fractions = tf.random.stateless_uniform([4], place_seed)
-    pad = tf.maximum(target - scaled, 0)
-    before = uniform_int(fractions[:2], pad)
-    paddings = tf.concat([tf.stack([before, pad - before], axis=1), [[0, 0]]], axis=0)
-    image = tf.pad(image, paddings, constant_values=augment.pad_value)
-    label = tf.pad(label, paddings, constant_values=ignore_index)
-    offset = uniform_int(fractions[2:], scaled + pad - target)
-    image = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([target, [3]], 0))
-    label = tf.slice(label, tf.concat([offset, [0]], 0), tf.concat([target, [1]], 0))
-
-    flip = tf.random.stateless_uniform([], flip_seed) < augment.flip_prob
-    image, label = tf.cond(flip, lambda: (tf.reverse(image, [1]), tf.reverse(label, [1])), lambda: (image, label))
-    image = _jitter_colours(image, augment, colour_seeds)
-    return dict(element, image=image, label=label[..., 0])
-
-
-def _jitter_colours(image, augment, seeds):
-    """Brightness, contrast, saturation and hue jitter of a float 0..255 image, clipped to 0..255."""
-    def clip(x):
-        return tf.clip_by_value(x, 0.0, 255.0)
-
-    if augment.brightness:
-        image = clip(tf.image.stateless_random_brightness(image, augment.brightness * 255.0, seeds[0]))
-    if augment.contrast:
-        image = clip(tf.image.stateless_random_contrast(image, 1 - augment.contrast, 1 + augment.contrast, seeds[1]))
-    if augment.saturation or augment.hue:  # these two work on 0..1 images
-        image = image / 255.0
-        if augment.saturation:
-            image = tf.image.stateless_random_saturation(
-                image, 1 - augment.saturation, 1 + augment.saturation, seeds[2])
-        if augment.hue:
-            image = tf.image.stateless_random_hue(image, augment.hue, seeds[3])
-        image = clip(image * 255.0)
-    return image
-
-
 def _to_model_types(element):
     return tf.cast(element["image"], tf.float32), tf.cast(element["label"], tf.int32)
 
@@ -455,14 +291,16 @@ def _pad_to_full_batches(dataset, count, total, batch_size, num_shards, image_si
 
 def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuffle=None, shuffle_buffer=1024,
          cache=False, deterministic=False, seed=0, num_classes=None, ignore_index=IGNORE_INDEX, data_dir=None,
-         drop_remainder=False, repeat=False, val_ratio=DEFAULT_VAL_RATIO, num_shards=1, shard_index=0,
+         drop_remainder=False, repeat=False, val_ratio=None, num_shards=1, shard_index=0,
          pad_remainder=False, label_values=None) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(image float32 (B, H, W, 3) 0..255, label int32 (B, H, W))``.
 
     Args:
-        source: path of an ``rgb/`` + ``gt/`` folder, a zip of one or a folder
-            holding one such zip, or the name of a dataset built by
-            :func:`segzoo.data.build_dataset` in ``data_dir``.
+        source: a :class:`DataSource` (:func:`open_source`: open it once for
+            several pipelines), or what it opens: the path of an ``rgb/`` +
+            ``gt/`` folder, a zip of one or a folder holding one such zip, or
+            the name of a dataset built by :func:`segzoo.data.build_dataset`
+            in ``data_dir``.
         split: ``"train"``, ``"validation"``, ``"test"`` (from a test list) or ``"all"`` (every item, for a
             held-out set; a TFDS source also takes TFDS split syntax such as
             ``"train[:50%]"``).
@@ -487,7 +325,8 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
         data_dir: TFDS data directory of a TFDS source.
         drop_remainder: drop the last, smaller batch.
         repeat: repeat forever (shuffled anew each epoch).
-        val_ratio: validation fraction of the folder split (see :mod:`segzoo.data.splits`).
+        val_ratio: validation fraction of the folder split (see :mod:`segzoo.data.splits`);
+            ``None``: the default, or the :class:`DataSource`'s.
         num_shards: read only one of this many disjoint parts of the split
             (one per process of a multi-process run; see the module docstring).
         shard_index: which part, in ``[0, num_shards)``.
@@ -499,13 +338,51 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
             fillers count for nothing in segzoo's losses and metrics.
         label_values: a folder source's stored label value of each class, in
             order (``(0, 255)`` reads 0/255 masks as ids 0/1); ``None``: stored
-            values are class ids.
+            values are class ids (or the :class:`DataSource`'s).
 
     Raises:
         DataError: for a missing source, an empty split or an ``ignore_index``
             that is not the dataset's. Bad files raise when their batch is read
             (see the module docstring).
     """
+    image_size = _check_load_arguments(split, batch_size, image_size, augment, num_shards, shard_index,
+                                       pad_remainder, repeat)
+    source = open_source(source, data_dir, val_ratio, seed, label_values)  # stays open while batches are read
+    if ignore_index != source.info.ignore_index:
+        raise DataError(f"{source.info.source}: its labels use ignore_index={source.info.ignore_index}, "
+                        f"not {ignore_index}.")
+    num_classes = source.info.num_classes if num_classes is None else int(num_classes)
+    shuffle = split == TRAIN if shuffle is None else shuffle
+    shuffle_later = shuffle and bool(cache)  # a cache keeps one order: shuffle after it
+    repeat_files = repeat and not cache and source.builder is None
+    read = _read_folder_split if source.builder is None else _read_tfds_split
+    dataset, count, total = read(source, split, shuffle, shuffle_later, shuffle_buffer, seed, repeat_files,
+                                 (num_shards, shard_index, batch_size))
+    dataset = dataset.map(lambda e: _check(e, num_classes, ignore_index), num_parallel_calls=AUTOTUNE)
+    if image_size is not None and augment is None:
+        dataset = dataset.map(lambda e: _resize(e, image_size), num_parallel_calls=AUTOTUNE)
+    if cache:
+        dataset = dataset.cache("" if cache is True else os.fspath(cache))
+    if shuffle_later:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat and not repeat_files:
+        dataset = dataset.repeat()
+    if augment is not None:
+        dataset = _augmented(dataset, augment, image_size, ignore_index, seed, repeat, num_shards, shard_index,
+                             batch_size)
+    elif image_size is None and batch_size > 1:
+        dataset = _check_same_size(dataset)
+    dataset = dataset.map(_to_model_types, num_parallel_calls=AUTOTUNE)
+    if pad_remainder:
+        dataset = _pad_to_full_batches(dataset, count, total, batch_size, num_shards, image_size, ignore_index)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.prefetch(AUTOTUNE).with_options(options)
+
+
+def _check_load_arguments(split, batch_size, image_size, augment, num_shards, shard_index, pad_remainder, repeat):
+    """Refuse arguments of :func:`load` that do not fit together; return ``image_size`` as a tuple (or ``None``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     if image_size is not None:
@@ -518,65 +395,43 @@ def load(source, split=TRAIN, batch_size=8, image_size=None, augment=None, shuff
         raise ValueError(f"shard_index must be in [0, num_shards={num_shards}), got {shard_index}.")
     if pad_remainder and (image_size is None or repeat):
         raise ValueError("pad_remainder makes full batches of a finite dataset: pass image_size, not repeat.")
-    shuffle = split == TRAIN if shuffle is None else shuffle
-    info = load_info(source, data_dir=data_dir, val_ratio=val_ratio, seed=seed, label_values=label_values)
-    if ignore_index != info.ignore_index:
-        raise DataError(f"{info.source}: its labels use ignore_index={info.ignore_index}, not {ignore_index}.")
-    num_classes = info.num_classes if num_classes is None else int(num_classes)
-    shuffle_later = shuffle and bool(cache)
+    return image_size
 
-    if _is_path(source):
-        reader = open_dataset(source, cvat=False, label_values=label_values)  # a zip stays open meanwhile
-        if split not in (TRAIN, VALIDATION, TEST, ALL):
-            raise ValueError(f"A folder source has the splits '{TRAIN}', '{VALIDATION}', '{TEST}' (from a "
-                             f"test list) and '{ALL}', not {split!r}.")
-        ids = (list(reader.ids) if split == ALL
-               else split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root).ids(split))
-        if not ids:
-            raise DataError(f"{reader.root}: the {split} split is empty.")
-        repeat_files = repeat and not cache
-        dataset = _read_folder(reader, ids, shuffle and not shuffle_later, seed, repeat=repeat_files,
-                               shard=(num_shards, shard_index, batch_size))
-        total = len(ids)
-        count = sum(_in_shard(i, num_shards, shard_index, batch_size) for i in range(total))
-    else:
-        builder = _tfds_builder(source, data_dir)
-        tfds_split = "+".join(builder.info.splits) if split == ALL else split
-        part = tfds_split
-        if num_shards > 1:
-            import tensorflow_datasets as tfds
 
-            part = tfds.even_splits(tfds_split, num_shards)[shard_index]
-        total, count = builder.info.splits[tfds_split].num_examples, builder.info.splits[part].num_examples
-        dataset = _read_tfds(builder, part, shuffle, 0 if shuffle_later or not shuffle else shuffle_buffer, seed,
-                             split_name=tfds_split)
-        repeat_files = False
+def _read_folder_split(source, split, shuffle, shuffle_later, shuffle_buffer, seed, repeat, shard):
+    """``(elements, items in this shard, items in all shards)`` of a folder or zip split (see :func:`_read_folder`);
+    ``shuffle_later``: the items are shuffled after a cache, not here."""
+    ids = source.ids(split)
+    if not ids:
+        raise DataError(f"{source.info.source}: the {split} split is empty.")
+    num_shards, shard_index, block_size = shard
+    count = sum(_in_shard(i, num_shards, shard_index, block_size) for i in range(len(ids)))
+    return _read_folder(source.reader, ids, shuffle and not shuffle_later, seed, repeat=repeat, shard=shard), count, \
+        len(ids)
 
-    dataset = dataset.map(lambda e: _check(e, num_classes, ignore_index), num_parallel_calls=AUTOTUNE)
-    if image_size is not None and augment is None:
-        dataset = dataset.map(lambda e: _resize(e, image_size), num_parallel_calls=AUTOTUNE)
-    if cache:
-        dataset = dataset.cache("" if cache is True else os.fspath(cache))
-    if shuffle_later:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat and not repeat_files:
-        dataset = dataset.repeat()
-    if augment is not None:
-        if repeat:  # the n-th item of the stream gets the n-th draw, in every iterator
-            first = tf.constant([seed, 0], tf.int64)
-            seeds = tf.data.Dataset.counter().map(lambda n: tf.random.experimental.stateless_fold_in(first, n))
-        else:  # each iteration (epoch) draws anew
-            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        # each item gets the draws it would get in an unsharded run (exact for folder sources)
-        seeds = _shard_blocks(seeds, num_shards, shard_index, batch_size)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda e, s: _augment(e, s, image_size, augment, ignore_index), num_parallel_calls=AUTOTUNE)
-    elif image_size is None and batch_size > 1:
-        dataset = _check_same_size(dataset)
-    dataset = dataset.map(_to_model_types, num_parallel_calls=AUTOTUNE)
-    if pad_remainder:
-        dataset = _pad_to_full_batches(dataset, count, total, batch_size, num_shards, image_size, ignore_index)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    return dataset.prefetch(AUTOTUNE).with_options(options)
+
+def _read_tfds_split(source, split, shuffle, shuffle_later, shuffle_buffer, seed, repeat, shard):
+    """As :func:`_read_folder_split`, for a TFDS dataset (its own split syntax; ``"all"``: every split)."""
+    builder, (num_shards, shard_index, _) = source.builder, shard
+    tfds_split = "+".join(builder.info.splits) if split == ALL else split
+    part = tfds_split
+    if num_shards > 1:
+        import tensorflow_datasets as tfds
+
+        part = tfds.even_splits(tfds_split, num_shards)[shard_index]
+    dataset = _read_tfds(builder, part, shuffle, 0 if shuffle_later or not shuffle else shuffle_buffer, seed,
+                         split_name=tfds_split)
+    return dataset, builder.info.splits[part].num_examples, builder.info.splits[tfds_split].num_examples
+
+
+def _augmented(dataset, augment, image_size, ignore_index, seed, repeat, num_shards, shard_index, batch_size):
+    """``dataset`` with :func:`augment_element` applied to each element, each draw from its own seed."""
+    if repeat:  # the n-th item of the stream gets the n-th draw, in every iterator
+        first = tf.constant([seed, 0], tf.int64)
+        seeds = tf.data.Dataset.counter().map(lambda n: tf.random.experimental.stateless_fold_in(first, n))
+    else:  # each iteration (epoch) draws anew
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    # each item gets the draws it would get in an unsharded run (exact for folder sources)
+    seeds = _shard_blocks(seeds, num_shards, shard_index, batch_size)
+    return tf.data.Dataset.zip((dataset, seeds)).map(
+        lambda e, s: augment_element(e, s, image_size, augment, ignore_index), num_parallel_calls=AUTOTUNE)

@@ -1,0 +1,195 @@
+"""A dataset opened once: its classes, its splits and a reader, for training and evaluation.
+
+:func:`open_source` resolves what ``--data`` names once: an ``rgb/`` + ``gt/``
+folder, a zip of one, a folder holding one such zip (see
+:func:`segzoo.data.sources.open_dataset`), or the name of a dataset built by
+:func:`segzoo.data.build_dataset` in a TFDS data directory. The
+:class:`DataSource` it returns is what :func:`segzoo.data.load` and
+:func:`segzoo.data.scan_labels` read, so that a run opens, lists and splits
+its data one time, however many pipelines it builds. A CVAT export is
+imported first (:func:`segzoo.data.prepare_source`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+
+import numpy as np
+
+from segzoo.data.io import DataError
+from segzoo.data.sources import open_dataset
+from segzoo.data.splits import ALL, DEFAULT_VAL_RATIO, TEST, TRAIN, VALIDATION, split_ids
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What training needs to know about a dataset.
+
+    Attributes:
+        class_names: class names, index = class id.
+        colors: ``(r, g, b)`` per class.
+        ignore_index: label value of ignored pixels.
+        split_sizes: split name -> number of items.
+        split_method: ``"image_sets"`` or ``"ratio"`` (see :mod:`segzoo.data.splits`).
+        source: the folder or zip, or the TFDS dataset directory.
+    """
+
+    class_names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    ignore_index: int
+    split_sizes: dict
+    split_method: str
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.class_names)
+
+
+def is_path(source) -> bool:
+    """Whether ``source`` names a file or folder (or a zip, existing or not) rather than a TFDS dataset."""
+    return not isinstance(source, str) or os.path.exists(source) or source.lower().endswith(".zip")
+
+
+def tfds_builder(name, data_dir=None):
+    """The TFDS builder of a dataset built by :func:`segzoo.data.build_dataset`, with a clear error if there is none."""
+    import tensorflow_datasets as tfds  # slow to import: only for TFDS sources
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise DataError(
+            f"'{name}' is neither an existing folder or zip nor a TFDS dataset built in "
+            f"{data_dir or 'the default TFDS data directory'} ({error}). Build it with "
+            f"segzoo.data.build_dataset, or pass the folder's path."
+        ) from error
+    if "class_names" not in builder.info.metadata:
+        raise DataError(
+            f"{builder.data_path}: this TFDS dataset has no class_names in its metadata; "
+            f"build it with segzoo.data.build_dataset."
+        )
+    return builder
+
+
+class DataSource:
+    """A dataset opened once (see the module docstring); made by :func:`open_source`.
+
+    Close it when done, or use ``with``: a zip stays open while batches are read.
+
+    Attributes:
+        name: the path or TFDS name it was opened from.
+        info: its :class:`DataInfo`.
+        reader: the folder or zip reader (:func:`segzoo.data.sources.open_dataset`); ``None`` for TFDS.
+        builder: the TFDS builder; ``None`` for a folder or zip.
+        data_dir, val_ratio, label_values: what it was opened with (see :func:`open_source`).
+    """
+
+    def __init__(self, name, info, *, reader=None, builder=None, split=None, data_dir=None,
+                 val_ratio=DEFAULT_VAL_RATIO, label_values=None):
+        self.name, self.info, self.reader, self.builder = name, info, reader, builder
+        self.data_dir, self.val_ratio, self.label_values = data_dir, val_ratio, label_values
+        self._split = split
+
+    def ids(self, split) -> list[str]:
+        """Item ids of ``split`` (``"train"``, ``"validation"``, ``"test"`` or ``"all"``) of a folder or zip."""
+        if self.reader is None:
+            raise ValueError(f"{self.name} is a TFDS dataset: its splits are read with its builder, not by id.")
+        if split not in (TRAIN, VALIDATION, TEST, ALL):
+            raise ValueError(f"A folder source has the splits '{TRAIN}', '{VALIDATION}', '{TEST}' (from a "
+                             f"test list) and '{ALL}', not {split!r}.")
+        return list(self.reader.ids) if split == ALL else self._split.ids(split)
+
+    def label_counts(self, split, workers=8) -> dict[str, np.ndarray]:
+        """Pixel count of each stored label value, int64 ``(256,)``, of every label of ``split``.
+
+        Keyed by what names the label in an error: its file (folder, zip) or
+        ``"<dataset>:<split> id <id>"`` (TFDS; an absent split is empty).
+        Folder labels are read by ``workers`` threads.
+        """
+        def count(label):
+            return np.bincount(label.ravel(), minlength=256).astype(np.int64)
+
+        if self.builder is not None:
+            return self._tfds_label_counts(split, count)
+        reader = self.reader
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+            ids = self.ids(split)
+            return dict(zip((reader.label_path(i) for i in ids),
+                            pool.map(lambda i: count(reader.read_label(i)), ids)))
+
+    def _tfds_label_counts(self, split, count):
+        import tensorflow_datasets as tfds
+
+        if split not in self.builder.info.splits:
+            return {}
+        examples = self.builder.as_dataset(split=split, shuffle_files=False,
+                                           decoders={"image": tfds.decode.SkipDecoding()})
+        return {f"{self.builder.name}:{split} id {example['id'].decode('utf-8')}": count(example["label"][..., 0])
+                for example in tfds.as_numpy(examples)}
+
+    def close(self):
+        """Close the reader (a zip stays open until then)."""
+        if self.reader is not None:
+            self.reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __str__(self):
+        return os.fspath(self.name)
+
+
+def open_source(source, data_dir=None, val_ratio=None, seed=0, label_values=None) -> DataSource:
+    """Open ``source`` once for :func:`segzoo.data.load` and :func:`segzoo.data.scan_labels`.
+
+    Args:
+        source: an ``rgb/`` + ``gt/`` folder, a zip of one or a folder holding
+            one such zip, or the name of a dataset built by
+            :func:`segzoo.data.build_dataset`. A :class:`DataSource` is returned
+            as it is, provided the other arguments are its own or ``None``.
+        data_dir: TFDS data directory of a TFDS name.
+        val_ratio: validation fraction when a folder has no split lists (see
+            :mod:`segzoo.data.splits`); ``None``: the default, 0.1.
+        seed: seed of that split.
+        label_values: a folder source's stored label value of each class, in
+            order (``(0, 255)`` reads 0/255 masks as ids 0/1); ``None``: stored
+            values are class ids.
+
+    Raises:
+        DataError: a path that is no rgb/ + gt/ dataset (a CVAT export names
+            the import that converts it), or a name that is no built TFDS dataset.
+        ValueError: a :class:`DataSource` with other opening arguments.
+    """
+    label_values = tuple(label_values) if label_values else None
+    if isinstance(source, DataSource):
+        given = {"data_dir": data_dir, "val_ratio": val_ratio, "label_values": label_values}
+        differ = [f"{name}={value!r} (opened with {getattr(source, name)!r})" for name, value in given.items()
+                  if value is not None and value != getattr(source, name)]
+        if differ:
+            raise ValueError(f"{source.name} is already open; {', '.join(differ)} apply when it is opened: "
+                             f"pass them to open_source.")
+        return source
+    val_ratio = DEFAULT_VAL_RATIO if val_ratio is None else val_ratio
+    options = dict(data_dir=data_dir, val_ratio=val_ratio, label_values=label_values)
+    if is_path(source):
+        reader = open_dataset(source, cvat=False, label_values=label_values)
+        try:
+            split = split_ids(reader.ids, reader.subsets(), val_ratio, seed, where=reader.root)
+        except BaseException:
+            reader.close()
+            raise
+        info = DataInfo(tuple(reader.class_names), tuple(reader.colors), reader.ignore_index,
+                        split.sizes(), split.method, reader.root)
+        return DataSource(os.fspath(source), info, reader=reader, split=split, **options)
+    builder = tfds_builder(source, data_dir)
+    meta = builder.info.metadata
+    info = DataInfo(tuple(meta["class_names"]), tuple(tuple(c) for c in meta["colors"]), int(meta["ignore_index"]),
+                    {name: split.num_examples for name, split in builder.info.splits.items()},
+                    meta["split_method"], os.fspath(builder.data_path))
+    return DataSource(source, info, builder=builder, **options)
