@@ -1,5 +1,7 @@
+import contextlib
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 
@@ -7,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from segzoo import files
 from segzoo.constants import IGNORE_INDEX
+from segzoo.data import augment
 from segzoo.data.augment import OPERATIONS, OVERLAYS_DIR, AugmentConfig, augment_dataset, augment_pair
 from segzoo.data.folder import FolderWriter, SegmentationFolder, augmented_id
 from segzoo.data.io import DataError, read_image, read_label, write_image
@@ -315,10 +319,82 @@ def test_overwrite_replaces_an_earlier_run_completely(source, tmp_path):
     assert len(read_tree(output / OVERLAYS_DIR)) == 2 * len(IDS)
 
 
+def test_overwrite_leaves_nothing_of_the_earlier_output(source, tmp_path):
+    output = tmp_path / "out"
+    augment_dataset(source, output, AugmentConfig(copies=2), workers=1)
+    (output / "notes.txt").write_text("stale")
+    (output / "rgb" / "stale.png").write_bytes(b"stale")
+    (output / "stale_folder").mkdir()
+    fresh = read_tree(augment_dataset(source, tmp_path / "fresh", AugmentConfig(copies=1), workers=1))
+    augment_dataset(source, output, AugmentConfig(copies=1), workers=1, overwrite=True)
+    assert read_tree(output) == fresh
+    assert not (output / "stale_folder").exists()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(files.PARTIAL_PREFIX)]
+
+
+def fail_at_third_item(monkeypatch, tmp_path):
+    """Make the 3rd item written raise, after checking the first two went to a staging folder only."""
+    written = []
+
+    def augment_item(job, item_id):
+        if len(written) == 2:
+            staging = [name for name in os.listdir(tmp_path) if name.startswith(files.PARTIAL_PREFIX)]
+            assert len(staging) == 1 and len(read_tree(tmp_path / staging[0] / "gt")) == 4
+            raise OSError("disk full")
+        written.append(item_id)
+        return original(job, item_id)
+
+    original = augment._augment_item
+    monkeypatch.setattr(augment, "_augment_item", augment_item)
+
+
+def test_an_error_part_way_leaves_no_output(source, tmp_path, monkeypatch):
+    fail_at_third_item(monkeypatch, tmp_path)
+    with pytest.raises(OSError, match="disk full"):
+        augment_dataset(source, tmp_path / "out", AugmentConfig(copies=1), workers=1)
+    assert sorted(os.listdir(tmp_path)) == ["source"]
+
+
+def test_an_error_part_way_of_an_overwrite_leaves_the_earlier_output_intact(source, tmp_path, monkeypatch):
+    output = augment_dataset(source, tmp_path / "out", AugmentConfig(copies=2), workers=1)
+    before = read_tree(output)
+    fail_at_third_item(monkeypatch, tmp_path)
+    with pytest.raises(OSError, match="disk full"):
+        augment_dataset(source, output, AugmentConfig(copies=1), workers=1, overwrite=True)
+    assert read_tree(output) == before
+    assert sorted(os.listdir(tmp_path)) == ["out", "source"]
+
+
+def test_workers_write_into_the_staging_folder(source, tmp_path, monkeypatch):
+    def moved_in_at_the_end(path, folder=False):
+        assert folder and not os.path.exists(path)
+        with files.atomic_write(path, folder) as staging:
+            yield staging
+            assert len(SegmentationFolder(staging)) == 2 * len(IDS) and not os.path.exists(path)
+
+    monkeypatch.setattr(augment, "atomic_write", contextlib.contextmanager(moved_in_at_the_end))
+    output = augment_dataset(source, tmp_path / "out", AugmentConfig(copies=1), workers=2)
+    assert len(SegmentationFolder(output)) == 2 * len(IDS)
+
+
 def test_output_overlapping_the_source_is_refused(source):
     with pytest.raises(DataError, match="overlaps"):
         augment_dataset(source, source.root, AugmentConfig(copies=1), workers=1, overwrite=True)
+    with pytest.raises(DataError, match="overlaps the source's folder .*gt"):
+        augment_dataset(source, os.path.join(source.root, "gt"), AugmentConfig(copies=1), workers=1, overwrite=True)
     assert len(SegmentationFolder(source.root)) == len(IDS)
+
+
+def test_output_overlapping_the_backgrounds_is_refused(source, bg_path, tmp_path):
+    config = AugmentConfig(background_prob=0.5)
+    output = tmp_path / "out"
+    augment_dataset(source, output, config, bg_path=bg_path, workers=1)
+    inside = shutil.copytree(bg_path, output / "backgrounds")
+    with pytest.raises(DataError, match="overlaps the background folder"):
+        augment_dataset(source, output, config, bg_path=inside, workers=1, overwrite=True)
+    assert sorted(os.listdir(inside)) == ["blue.jpg", "green.png"]
+    with pytest.raises(DataError, match="overlaps the background folder"):
+        augment_dataset(source, bg_path / "out", config, bg_path=bg_path, workers=1)
 
 
 def test_background_path_errors_name_the_folder(source, bg_path, tmp_path):

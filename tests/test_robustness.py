@@ -8,6 +8,7 @@ right fail before training; untrusted files are bounded; messages name the file.
 import json
 import logging
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -193,6 +194,26 @@ def test_a_class_that_never_appears_warns_and_a_single_class_fails(tmp_path, cap
         scan_labels(str(single))
 
 
+def test_a_built_tfds_dataset_is_scanned_too(tmp_path, caplog):
+    from segzoo.data.tfds_builder import build_dataset
+
+    labels = [blocks(seed=i) for i in range(3)] + [np.full((32, 48), 255, np.uint8)]
+    folder = write_folder(tmp_path / "data", labels, class_names=("background", "hole", "crack"))
+    os.makedirs(folder / "ImageSets" / "Segmentation")
+    (folder / "ImageSets" / "Segmentation" / "train.txt").write_text("img_0\nimg_1\nimg_2\n")
+    (folder / "ImageSets" / "Segmentation" / "val.txt").write_text("img_3\n")
+    build_dataset(folder, name="all_ignored", data_dir=tmp_path / "tfds")
+    with pytest.raises(DataError, match=r"validation split, every pixel .* is 255.*all_ignored:validation id img_3"):
+        scan_labels("all_ignored", data_dir=tmp_path / "tfds")
+    no_crack = write_folder(tmp_path / "no_crack", [blocks(seed=i) for i in range(4)],
+                            class_names=("background", "hole", "crack"))
+    build_dataset(no_crack, name="no_crack", data_dir=tmp_path / "tfds", val_ratio=0.25)
+    with caplog.at_level(logging.WARNING, "segzoo"):
+        totals = scan_labels("no_crack", data_dir=tmp_path / "tfds")
+    assert "'crack' never appear in the train split (3 labels)" in caplog.text
+    assert totals["train"][:2].sum() == 3 * 32 * 48 and totals["validation"][:2].sum() == 32 * 48
+
+
 def exif_jpeg(image, orientation):
     """JPEG bytes of ``image`` (RGB) with an EXIF APP1 segment holding ``orientation``."""
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -351,6 +372,32 @@ def test_resume_refuses_a_truncated_last_or_an_empty_best_checkpoint(tmp_path):
         training.read_run_state(run)
 
 
+def test_a_run_killed_while_saving_its_first_epoch_resumes_or_starts_anew(tmp_path):
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plain.save(tmp_path / "whole.keras")
+    pending = {"epochs_done": 1, "monitor": "val_mean_iou", "best": 0.5,
+               "last_sha256": files.file_digest(tmp_path / "whole.keras"),
+               "best_sha256": files.file_digest(tmp_path / "whole.keras")}
+    moved = tmp_path / "moved"  # killed after last.keras was moved in, before state.json said so
+    os.makedirs(moved)
+    files.write_json(moved / "state.json", {"pending": pending})
+    shutil.copy(tmp_path / "whole.keras", moved / "last.keras")
+    shutil.copy(tmp_path / "whole.keras", moved / "best.keras")
+    state = training.read_run_state(moved)
+    assert state["epochs_done"] == 1 and state["best"] == 0.5 and "pending" not in state
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save(moved / "last.keras")
+    with pytest.raises(CheckpointError, match="not the checkpoint state.json names for epoch 1"):
+        training.read_run_state(moved)
+    before = tmp_path / "before"  # killed with best.keras moved in, before last.keras was
+    os.makedirs(before)
+    files.write_json(before / "state.json", {"pending": pending})
+    shutil.copy(tmp_path / "whole.keras", before / "best.keras")
+    with pytest.raises(FileNotFoundError, match="no last.keras .*nothing to resume"):
+        training.read_run_state(before)
+    training._check_new_run(str(before))  # a new run goes ahead: the stopped one saved nothing to keep
+    assert os.listdir(before) == []
+
+
 # --- resume is honest ------------------------------------------------------------------------------------
 
 def small_config(folder, run, **overrides):
@@ -391,51 +438,114 @@ def test_resume_with_other_settings_or_data_refuses_and_lists_the_differences(ma
         training._check_resume(run, small_config(folder, run, resume=True, allow_changes=True), fingerprint, five, 3)
 
 
+#: ``segzoo train`` with a tiny model: the checkpoint protocol does not depend on the model, and tracing
+#: DDRNet's first step takes most of a minute on 2 cores, again in every resumed process.
+TINY_TRAIN = """
+import sys
+import harness
+from segzoo import cli, presets
+from segzoo.models import SegmentationModel
+
+def build(num_classes, input_shape, weights, aux_loss_weight):
+    return SegmentationModel(harness.TinyBackbone(input_shape), harness.TinyHead(num_classes),
+                             aux_head=harness.TinyHead(num_classes, level="P2"), aux_loss_weight=aux_loss_weight)
+
+presets.register_preset(presets.Preset("tiny", "Tiny", "a test model", build, 0, 0.0, "tests/harness.py"))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+#: What a checkpoint save writes (see ``training._RunState``), under temporary names while it runs.
+SAVED_FILES = (training.LAST_CHECKPOINT, training.BEST_CHECKPOINT, training.STATE_FILE)
+
+
+def saves_in_progress(run):
+    """The temporary files of checkpoint saves in ``run``: a save in progress, or one a kill cut."""
+    names = os.listdir(run) if os.path.isdir(run) else []
+    return {name for name in names if name.startswith(files.PARTIAL_PREFIX) and name.endswith(SAVED_FILES)}
+
+
+def epochs_saved(run):
+    """``epochs_done`` in ``run/state.json`` (replaced atomically: always complete JSON), 0 without one."""
+    path = run / training.STATE_FILE
+    return json.loads(path.read_text()).get("epochs_done", 0) if path.exists() else 0
+
+
+def kill_when(process, ready, delay, timeout=120):
+    """SIGKILL ``process`` ``delay`` seconds after ``ready()`` holds (or after ``timeout``); whether it was alive."""
+    deadline = time.perf_counter() + timeout
+    while process.poll() is None and not ready() and time.perf_counter() < deadline:
+        time.sleep(0.001)
+    time.sleep(delay)
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return True
+
+
+def kill_at(process, run, mode, rng, earlier):
+    """Kill a training: ``startup`` at a random moment of its start, ``save`` inside one of its first saves,
+    ``after_save`` just after it saved an epoch, ``anywhere`` at a random moment after that.
+
+    ``earlier``: temporary files an earlier kill left (the training deletes them when it starts).
+    """
+    before, seen = epochs_saved(run), set()
+
+    def saving(count):
+        def ready():
+            seen.update(name for name in saves_in_progress(run) - earlier if name.endswith(".keras"))
+            return len(seen) >= count
+        return ready
+
+    if mode == "startup":
+        return kill_when(process, lambda: True, rng.uniform(0.0, 8.0))
+    if mode == "save":  # soon after the n-th temporary best.keras or last.keras appears
+        return kill_when(process, saving(int(rng.integers(1, 5))), rng.uniform(0.0, 0.02))
+    return kill_when(process, lambda: epochs_saved(run) > before,
+                     rng.uniform(0.0, 0.005 if mode == "after_save" else 0.6))
+
+
 @pytest.mark.slow
 def test_random_kills_never_leave_a_truncated_checkpoint_taken_as_good(make_folder, tmp_path):
-    """SIGKILL a training at random moments (saves included); every resume continues exactly or refuses."""
+    """SIGKILL a training many times at random moments, inside saves and between them; every resume continues.
+
+    ``_RunState`` saves in an order that leaves every moment resumable (see ``read_run_state``), so no
+    attempt may fail or refuse: each one is killed, the last one completes the run.
+    """
     folder = make_folder(num_sources=4, copies=0, size=(32, 64))
     run = tmp_path / "run"
-    epochs = 3
-    script = (
-        "import sys, logging; logging.basicConfig(level=logging.WARNING)\n"
-        "from segzoo.training import TrainConfig, train\n"
-        f"config = TrainConfig(data={str(folder)!r}, preset='ddrnet23_slim', epochs={epochs}, batch_size=2, "
-        f"image_size=(32, 64), steps_per_epoch=1, weights='none', checkpoint_dir={str(run)!r}, warmup_epochs=0.0, "
-        "augment=False, progress=0, val_ratio=0.25, resume=sys.argv[1] == '1')\n"
-        "train(config)\n")
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
-                   "CUDA_VISIBLE_DEVICES": ""}
+    epochs = 20
+    argv = ["train", "--data", str(folder), "--preset", "tiny", "--epochs", str(epochs), "--batch_size", "2",
+            "--image_size", "32", "64", "--steps_per_epoch", "1", "--weights", "none", "--checkpoint_dir", str(run),
+            "--warmup_epochs", "0", "--no_augment", "--progress", "0", "--val_ratio", "0.25"]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.path.join(REPO_ROOT, "tests")]),
+                   "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     rng = np.random.default_rng(0)
-    kills, refusals, started = 0, [], time.perf_counter()
-    while True:
-        resume = (run / "state.json").exists()
-        process = subprocess.Popen([sys.executable, "-c", script, "1" if resume else "0"], env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        done = None
-        if kills < 3 and time.perf_counter() - started < 45:
-            # wait for the first epoch's save to start, then kill somewhere in the saves that follow
-            before = json.loads((run / "state.json").read_text())["epochs_done"] if resume else 0
-            deadline = time.perf_counter() + 40
-            while process.poll() is None and time.perf_counter() < deadline:
-                names = os.listdir(run) if run.exists() else []
-                if any(name.startswith(files.PARTIAL_PREFIX) for name in names) or (
-                        resume and json.loads((run / "state.json").read_text())["epochs_done"] > before):
-                    break
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.6))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                kills += 1
-        _, err = process.communicate(timeout=300)
-        done = process.returncode
-        if done not in (0, -signal.SIGKILL):
-            refusals.append(err.decode()[-2000:])
+    plan = [str(mode) for mode in rng.permutation(["save"] * 5 + ["after_save"] * 2 + ["anywhere"] * 2 + ["startup"])]
+    kills, failures, started = [], [], time.perf_counter()
+    for attempt, mode in enumerate([*plan, "complete"]):
+        resume = (run / training.STATE_FILE).exists()
+        before = training.read_run_state(run)["epochs_done"] if resume else 0
+        earlier = saves_in_progress(run)
+        log = tmp_path / f"attempt_{attempt}.log"  # a file: a full pipe would stop the training
+        with open(log, "wb") as stderr:
+            process = subprocess.Popen([sys.executable, "-c", TINY_TRAIN, *argv, *(["--resume"] if resume else [])],
+                                       env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
+            killed = mode != "complete" and kill_at(process, run, mode, rng, earlier)
+            process.wait(timeout=300)
+        if process.returncode != (-signal.SIGKILL if killed else 0):
+            failures.append(f"{mode} (resume {resume}): exit status {process.returncode}\n{log.read_text()[-2000:]}")
             break
-        if done == 0:
-            break
-    assert not refusals, refusals
-    assert kills >= 2
+        if killed:  # (mode, whether it cut a save, epochs saved)
+            kills.append((mode, bool(saves_in_progress(run) - earlier), epochs_saved(run)))
+        if (run / training.STATE_FILE).exists():  # what the next resume takes: the files it names, never older
+            state = training.read_run_state(run)
+            assert state.get("epochs_done", -1) >= before, (mode, state)
+            assert files.file_digest(run / training.LAST_CHECKPOINT) == state["last_sha256"]
+    summary = (kills, f"{time.perf_counter() - started:.0f} s")
+    assert not failures, failures
+    in_saves = sum(cut for _, cut, _ in kills)
+    assert len(kills) == len(plan) and in_saves >= 4 and len(kills) - in_saves >= 2, summary
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == epochs and "pending" not in state
     model = load_model(run / "last.keras")

@@ -32,8 +32,8 @@ def add_arguments(parser):
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: every core); does not change the output")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty output folder, deleting what an earlier run "
-                             "wrote there (rgb/, gt/, overlays/, ImageSets/Segmentation/, classes.json)")
+                        help="replace a non-empty output folder: everything in it is deleted once the new "
+                             "dataset is complete (until then it stays as it was)")
     parser.add_argument("--format", choices=("png", "jpg"), default="png",
                         help="image format of rgb/ (labels are always PNG) (default: png)")
     add_dataclass_arguments(parser, AugmentConfig, "augmentation (segzoo.data.AugmentConfig)")

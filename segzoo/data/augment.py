@@ -47,18 +47,18 @@ import hashlib
 import math
 import multiprocessing
 import os
-import shutil
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from segzoo.constants import BACKGROUND_ID, IGNORE_INDEX
-from segzoo.data.folder import (
-    CLASSES_FILE, IMAGES_DIR, LABELS_DIR, SUBSETS_DIR, FolderWriter, list_files, augmented_id,
-)
+from segzoo.data.folder import FolderWriter, list_files, augmented_id
 from segzoo.data.io import IMAGE_EXTENSIONS, DataError, is_within, read_image, write_image
 from segzoo.data.overlay import overlay_label
+from segzoo.errors import option
+from segzoo.files import atomic_write
+from segzoo.settings import config_field as _field
 
 #: Folder of the output that holds the overlays for people; never read for training.
 OVERLAYS_DIR = "overlays"
@@ -69,10 +69,6 @@ OPERATIONS = ("object_color", "background", "jitter", "blur", "crop", "rotation"
 _BORDER_MODES = ("reflect", "constant")
 # Draws tried before a copy that equals its original is declared impossible.
 _MAX_ATTEMPTS = 20
-
-
-def _option(default, help, **metadata):
-    return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclasses.dataclass
@@ -87,33 +83,33 @@ class AugmentConfig:
     probability are segzoo's choices (two operations per copy on average).
     """
 
-    copies: int = _option(9, "augmented copies written per source item (besides the original)")
-    seed: int = _option(0, "random seed; the same seed gives byte-identical output")
-    border_mode: str = _option(
+    copies: int = _field(9, "augmented copies written per source item (besides the original)")
+    seed: int = _field(0, "random seed; the same seed gives byte-identical output")
+    border_mode: str = _field(
         "reflect", "areas warped in from outside the image: 'reflect' mirrors image and label, "
         "'constant' fills the image with black and the label with the ignore index",
         choices=_BORDER_MODES)
-    shift_prob: float = _option(0.3, "probability of a translation")
-    shift_fraction: tuple[float, float] = _option(
+    shift_prob: float = _field(0.3, "probability of a translation")
+    shift_fraction: tuple[float, float] = _field(
         (0.05, 0.2), "translation per axis as a fraction of the image size (random sign)")
-    rotation_prob: float = _option(0.4, "probability of a rotation about the centre")
-    rotation_degrees: tuple[float, float] = _option((10.0, 45.0), "rotation angle in degrees (random sign)")
-    crop_prob: float = _option(0.3, "probability of a crop rescaled back to the source size")
-    crop_scale: tuple[float, float] = _option(
+    rotation_prob: float = _field(0.4, "probability of a rotation about the centre")
+    rotation_degrees: tuple[float, float] = _field((10.0, 45.0), "rotation angle in degrees (random sign)")
+    crop_prob: float = _field(0.3, "probability of a crop rescaled back to the source size")
+    crop_scale: tuple[float, float] = _field(
         (0.6, 0.95), "crop width and height as a fraction of the source's, 0 < scale <= 1")
-    blur_prob: float = _option(0.2, "probability of a Gaussian blur plus a brightness offset")
-    blur_kernel: tuple[int, int] = _option((7, 19), "blur kernel size in pixels, odd")
-    blur_brightness: tuple[int, int] = _option(
+    blur_prob: float = _field(0.2, "probability of a Gaussian blur plus a brightness offset")
+    blur_kernel: tuple[int, int] = _field((7, 19), "blur kernel size in pixels, odd")
+    blur_brightness: tuple[int, int] = _field(
         (50, 100), "brightness offset added to R, G and B with the blur, -255..255")
-    jitter_prob: float = _option(0.5, "probability of a colour jitter of the whole image")
-    jitter_hue_degrees: tuple[float, float] = _option((-10.0, 10.0), "hue shift in degrees, -180..180")
-    jitter_saturation: tuple[float, float] = _option((0.7, 1.3), "saturation scale, >= 0")
-    jitter_value: tuple[int, int] = _option((-40, 40), "value (brightness) shift, -255..255")
-    object_color_prob: float = _option(0.3, "probability of a colour change inside each object only")
-    object_hue_degrees: tuple[float, float] = _option(
+    jitter_prob: float = _field(0.5, "probability of a colour jitter of the whole image")
+    jitter_hue_degrees: tuple[float, float] = _field((-10.0, 10.0), "hue shift in degrees, -180..180")
+    jitter_saturation: tuple[float, float] = _field((0.7, 1.3), "saturation scale, >= 0")
+    jitter_value: tuple[int, int] = _field((-40, 40), "value (brightness) shift, -255..255")
+    object_color_prob: float = _field(0.3, "probability of a colour change inside each object only")
+    object_hue_degrees: tuple[float, float] = _field(
         (-30.0, 30.0), "hue shift of each object in degrees, -180..180")
-    object_value: tuple[int, int] = _option((-50, 50), "value (brightness) shift of each object, -255..255")
-    background_prob: float = _option(
+    object_value: tuple[int, int] = _field((-50, 50), "value (brightness) shift of each object, -255..255")
+    background_prob: float = _field(
         0.0, "probability of pasting the labelled objects onto an image of bg_path (needs bg_path)")
 
     def __post_init__(self):
@@ -398,12 +394,23 @@ def _list_backgrounds(bg_path, config):
     return backgrounds
 
 
-def _check_output_dir(dataset, output_dir):
-    """Refuse an output folder that holds source images or lies inside a folder of source images."""
-    for source_dir in sorted({os.path.dirname(dataset.image_path(i)) for i in dataset.ids}):
+def _check_output_dir(dataset, output_dir, bg_path, overwrite):
+    """Refuse an output folder that overlaps an input (replacing it would destroy it), or that is taken."""
+    label_path = getattr(dataset, "label_path", None)
+    paths = [dataset.image_path(i) for i in dataset.ids]
+    paths += [p for p in map(label_path, dataset.ids) if p is not None] if label_path else []
+    for source_dir in sorted({os.path.dirname(p) for p in paths}):
         if is_within(source_dir, output_dir) or is_within(output_dir, source_dir):
-            raise DataError(f"{output_dir}: the output folder overlaps the source images in {source_dir}. "
+            raise DataError(f"{output_dir}: the output folder overlaps the source's folder {source_dir}. "
                             f"Write the augmented dataset to a separate folder.")
+    if bg_path is not None and (is_within(bg_path, output_dir) or is_within(output_dir, bg_path)):
+        raise DataError(f"{output_dir}: the output folder overlaps the background folder (bg_path) {bg_path}. "
+                        f"Write the augmented dataset to a separate folder.")
+    if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
+        raise DataError(f"{output_dir}: the output exists and is not a folder. Choose a folder.")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise DataError(f"{output_dir}: the output folder is not empty. Choose a new folder or pass "
+                        f"{option('overwrite')} to replace it.")
 
 
 def _with_copies(item_id, copies):
@@ -423,16 +430,32 @@ def _check_output_ids(dataset, copies):
     return ids
 
 
-def _remove_previous_output(output_dir):
-    """Delete what an earlier run wrote (only segzoo's own layout), so no stale copy survives."""
-    for name in (IMAGES_DIR, LABELS_DIR, OVERLAYS_DIR, SUBSETS_DIR):
-        shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
-    if os.path.isfile(os.path.join(output_dir, CLASSES_FILE)):
-        os.remove(os.path.join(output_dir, CLASSES_FILE))
-
-
 def _available_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _write_items(job, chunks, workers):
+    """Augment every chunk of item ids with ``workers`` processes, recording the ids written in ``job.writer``."""
+    writer = job.writer
+    with tqdm(total=sum(map(len, chunks)), desc="augment", unit="image") as progress:
+        if workers <= 1:
+            for chunk in chunks:
+                writer.written.update(_augment_chunk(job, chunk))
+                progress.update(len(chunk))
+            return
+        # "spawn": forking a parent that runs TensorFlow or other threads can deadlock.
+        with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(job,)) as pool:
+            futures = {pool.submit(_augment_chunk_in_worker, chunk): len(chunk) for chunk in chunks}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    writer.written.update(future.result())
+                    progress.update(futures[future])
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
 
 def augment_dataset(dataset, output_dir, config: AugmentConfig | None = None, bg_path=None,
@@ -450,15 +473,18 @@ def augment_dataset(dataset, output_dir, config: AugmentConfig | None = None, bg
             :class:`segzoo.data.folder.SegmentationFolder` (``class_names``,
             ``colors``, ``ignore_index``, ``ids``, ``load``, ``subsets``,
             ``image_path``); it must be picklable when ``workers > 1``.
-        output_dir: the folder to write; it must be empty or absent.
+        output_dir: the folder to write; it must be empty or absent. It is
+            built beside, under a name starting with ``segzoo.files.PARTIAL_PREFIX``,
+            and moved into place only when complete: an error or a kill leaves
+            ``output_dir`` as it was.
         config: the augmentation (:class:`AugmentConfig`); default ``AugmentConfig()``.
         bg_path: folder of background images for the ``background`` operation;
             required when ``config.background_prob > 0``, refused otherwise.
         workers: worker processes; ``None`` uses every available core, 1 runs
             in this process. The output does not depend on it.
-        overwrite: write into a non-empty folder; what an earlier run wrote
-            there (``rgb/``, ``gt/``, ``overlays/``, ``ImageSets/Segmentation/``,
-            ``classes.json``) is deleted first, so no stale item survives.
+        overwrite: replace a non-empty folder: the new output takes the
+            place of the whole folder once complete, so nothing of what it held
+            survives.
         image_format: ``".png"`` (lossless) or ``".jpg"`` for the images;
             labels are always PNG.
 
@@ -467,23 +493,17 @@ def augment_dataset(dataset, output_dir, config: AugmentConfig | None = None, bg
 
     Raises:
         DataError: output folder not empty (nothing is written), overlapping
-            the source, ``bg_path`` missing or without images, ids that would
-            collide, or bad items (named).
+            the source or ``bg_path``, ``bg_path`` missing or without images, ids
+            that would collide, or bad items (named).
         ValueError: ``bg_path`` and ``config.background_prob`` disagree.
     """
     config = AugmentConfig() if config is None else config
     output_dir = os.fspath(output_dir)
     backgrounds = _list_backgrounds(bg_path, config)
-    _check_output_dir(dataset, output_dir)
+    _check_output_dir(dataset, output_dir, bg_path, overwrite)
     _check_output_ids(dataset, config.copies)
     subsets = {name: [out for item_id in ids for out in _with_copies(item_id, config.copies)]
                for name, ids in dataset.subsets().items()}
-    if overwrite:
-        _remove_previous_output(output_dir)
-    writer = FolderWriter(output_dir, dataset.class_names, dataset.colors, image_format=image_format,
-                          overwrite=overwrite)
-    job = _Job(dataset, writer, config, backgrounds)
-
     item_ids = list(dataset.ids)
     workers = _available_cores() if workers is None else workers
     if workers < 1:
@@ -491,25 +511,10 @@ def augment_dataset(dataset, output_dir, config: AugmentConfig | None = None, bg
     chunk_size = max(1, min(8, math.ceil(len(item_ids) / (4 * workers))))
     chunks = [item_ids[i: i + chunk_size] for i in range(0, len(item_ids), chunk_size)]
     workers = min(workers, len(chunks))
-    with tqdm(total=len(item_ids), desc="augment", unit="image") as progress:
-        if workers <= 1:
-            for chunk in chunks:
-                writer.written.update(_augment_chunk(job, chunk))
-                progress.update(len(chunk))
-        else:
-            # "spawn": forking a parent that runs TensorFlow or other threads can deadlock.
-            with concurrent.futures.ProcessPoolExecutor(
-                    workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(job,)) as pool:
-                futures = {pool.submit(_augment_chunk_in_worker, chunk): len(chunk) for chunk in chunks}
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        writer.written.update(future.result())
-                        progress.update(futures[future])
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-    if subsets:
-        writer.write_subsets(subsets)
+    # The workers write into the staging folder too: the writer of the job is the staging one.
+    with atomic_write(os.path.realpath(output_dir), folder=True) as staging:
+        writer = FolderWriter(staging, dataset.class_names, dataset.colors, image_format=image_format)
+        _write_items(_Job(dataset, writer, config, backgrounds), chunks, workers)
+        if subsets:
+            writer.write_subsets(subsets)
     return output_dir
