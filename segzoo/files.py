@@ -136,6 +136,19 @@ def check_output(path, inputs=(), overwrite: bool = False, name: str = "output")
     return path
 
 
+def check_output_folder(path, inputs=(), overwrite: bool = False, name: str = "output") -> str:
+    """:func:`check_output` for a folder to be written: a file at ``path`` is refused too; returns the absolute path.
+
+    Raises:
+        OutputExistsError: ``path`` is a file, an input, or a folder that holds anything (without ``overwrite``).
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OutputExistsError(f"{path}: the {option(name)} exists and is not a folder. Choose another "
+                                f"{option(name)}.")
+    return check_output(path, inputs, overwrite, name)
+
+
 def check_writable(folder, name: str = "output") -> str:
     """Create ``folder`` if needed and try writing a file in it, before any work starts.
 

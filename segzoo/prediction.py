@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from segzoo.data.folder import list_files
 from segzoo.data.io import IMAGE_EXTENSIONS, DataError, is_within, read_image, write_image, write_label
 from segzoo.errors import OutputExistsError, option
-from segzoo.files import atomic_write, write_json
+from segzoo.files import atomic_write, check_output_folder, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +50,6 @@ TOP_LIST = "top.txt"
 TOP_DIR = "to_label"
 #: Largest Hamming distance (of 64 bits) between the difference hashes of two near-duplicate images.
 DEFAULT_DUPLICATE_DISTANCE = 6
-
-
-def check_output_folder(path, overwrite=False) -> str:
-    """Refuse an existing non-empty folder ``path`` unless ``overwrite``; returns ``path`` made absolute.
-
-    Raises:
-        OutputExistsError: naming the folder and the fix.
-    """
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise OutputExistsError(f"{path}: exists and is not a folder. Choose another output folder.")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise OutputExistsError(f"{path}: the output folder is not empty. Choose a new folder or pass "
-                                f"{option('overwrite')} to write over it.")
-    return path
 
 
 def list_images(folder) -> dict[str, str]:
@@ -211,7 +196,7 @@ def predict_folder(predictor, images_dir, output_dir, class_names, colors, forma
     if unknown or not formats:
         raise DataError(f"{option('format')} {' '.join(formats)}: choose among {', '.join(FORMATS)}.")
     paths = list_images(images_dir)
-    output_dir = check_output_folder(output_dir, overwrite)
+    output_dir = check_output_folder(output_dir, overwrite=overwrite)
     _check_outside(output_dir, images_dir)
     tile = _check_tile(predictor, tile)
     if len(class_names) != len(colors):
@@ -340,7 +325,7 @@ def write_ranking(ranking, output_dir, top=20, copy=False, images_dir=None, over
     Returns:
         ``{"csv": path, "top_list": path, "top": [RankedImage, ...], "copied": folder or None}``.
     """
-    output_dir = check_output_folder(output_dir, overwrite)
+    output_dir = check_output_folder(output_dir, overwrite=overwrite)
     if images_dir is not None:
         _check_outside(output_dir, images_dir)
     os.makedirs(output_dir, exist_ok=True)

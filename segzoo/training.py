@@ -424,6 +424,10 @@ def train(config: TrainConfig):
 
     if config.distributed and config.time_budget is not None:
         raise ConfigError("--time_budget fits one process's run; with --distributed set --epochs instead.")
+    if config.warmup_epochs > config.epochs:
+        raise ConfigError(f"{option('warmup_epochs', config.warmup_epochs)} is longer than the run "
+                          f"({option('epochs', config.epochs)}): the learning rate would never reach its peak. "
+                          f"Lower {option('warmup_epochs')} (0 turns the warm-up off) or raise {option('epochs')}.")
     run = distributed.start_run(config.distributed, config.multi_gpu, config.gpu, config.coordinator_address,
                                 config.coordinator_port, config.num_processes, config.process_id)
     keras.utils.set_random_seed(config.seed)

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DIR = os.path.join(REPO_ROOT, "tests")
 
 
 #: Presets that differ from one another in structure. The others repeat one of these with other
@@ -120,6 +121,34 @@ class TinyHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "level": self.level}
+
+
+def register_tiny_preset(name="tiny"):
+    """Register a preset ``name`` of TinyBackbone + TinyHead (and a P2 auxiliary head) for process-level tests.
+
+    Checkpointing, resuming and distribution do not depend on the model, and tracing a real preset's
+    first step takes most of a minute on 2 cores, again in every process such a test starts."""
+    from segzoo import presets
+    from segzoo.models import SegmentationModel
+
+    def build(num_classes, input_shape, weights, aux_loss_weight):
+        return SegmentationModel(TinyBackbone(input_shape), TinyHead(num_classes),
+                                 aux_head=TinyHead(num_classes, level="P2"), aux_loss_weight=aux_loss_weight)
+
+    if name not in presets.list_presets():
+        presets.register_preset(presets.Preset(name, "Tiny", "a test model", build, 0, 0.0, "tests/harness.py"))
+
+
+#: ``python -c TINY_CLI <segzoo arguments>``: the ``segzoo`` command with the ``tiny`` preset registered
+#: (the child process needs ``TESTS_DIR`` on its ``PYTHONPATH``).
+TINY_CLI = """
+import sys
+import harness
+from segzoo import cli
+
+harness.register_tiny_preset()
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)

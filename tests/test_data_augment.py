@@ -15,6 +15,7 @@ from segzoo.data import augment
 from segzoo.data.augment import OPERATIONS, OVERLAYS_DIR, AugmentConfig, augment_dataset, augment_pair
 from segzoo.data.folder import FolderWriter, SegmentationFolder, augmented_id
 from segzoo.data.io import DataError, read_image, read_label, write_image
+from segzoo.errors import OutputExistsError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEIGHT, WIDTH = 64, 96
@@ -306,7 +307,7 @@ def test_non_empty_output_is_refused_and_left_alone(source, tmp_path):
     output = tmp_path / "out"
     output.mkdir()
     (output / "notes.txt").write_text("keep me")
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(OutputExistsError, match="not empty"):
         augment_dataset(source, output, AugmentConfig(copies=1), workers=1)
     assert os.listdir(output) == ["notes.txt"]
 

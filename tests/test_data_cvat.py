@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from segzoo.data import DataError, SegmentationFolder, import_cvat, parse_labelmap, read_cvat
+from segzoo.errors import OutputExistsError
 
 dm = pytest.importorskip("datumaro")
 from datumaro.components.media import Image as DmImage  # noqa: E402
@@ -206,7 +207,7 @@ def test_import_cvat_writes_a_folder_that_reads_back_identically(tmp_path, expor
         for got, expected in zip(folder.load(item_id), dataset.load(item_id)):
             np.testing.assert_array_equal(got, expected)
     assert _tree_hash(export) == before
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(OutputExistsError, match="not empty"):
         import_cvat(export, output)
     assert import_cvat(export, output, binary=True, overwrite=True) == output
     assert SegmentationFolder(output).class_names == ["background", "foreground"]

@@ -9,7 +9,8 @@ import tensorflow as tf
 from segzoo.data.folder import SegmentationFolder
 from segzoo.data.io import DataError, write_image, write_label
 from segzoo.data.online_augment import OnlineAugment
-from segzoo.data.pipeline import load, load_info
+from segzoo.data.datasource import load_info
+from segzoo.data.pipeline import load
 from segzoo.data.tfds_builder import build_dataset
 
 NO_COLOUR = dict(brightness=None, contrast=None, saturation=None, hue=None)

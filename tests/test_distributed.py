@@ -1,8 +1,8 @@
 """segzoo.distributed: cluster settings from flags, SLURM and Kubernetes; multi-process JAX data-parallel training.
 
 The slow tests start real processes on this machine, joined through a loopback
-coordinator with JAX's CPU collectives (gloo), each training a tiny DeepLabV3+
-on a generated folder.
+coordinator with JAX's CPU collectives (gloo), each training the harness's tiny
+preset on a generated folder (the protocol does not depend on the model).
 """
 
 import csv
@@ -18,12 +18,12 @@ import keras
 import numpy as np
 import pytest
 
-from harness import REPO_ROOT
+from harness import REPO_ROOT, TESTS_DIR, TINY_CLI
 from segzoo.distributed import DEFAULT_COORDINATOR_PORT, ClusterSettings, first_slurm_host, resolve_cluster
 from segzoo.models import load_model
 from segzoo.training import TrainConfig, train
 
-PRESET = "deeplabv3plus_mobilenetv3small"
+PRESET = "tiny"  # harness.register_tiny_preset
 TIMEOUT = 420  # seconds for a group of processes: a hang fails instead of blocking
 
 
@@ -107,7 +107,10 @@ _WORKER = textwrap.dedent("""
     import keras, numpy as np
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    import harness
     from segzoo.files import PARTIAL_PREFIX
+
+    harness.register_tiny_preset()
 
     saved = []  # the files this process saves a model to (their final names, not atomic_write's temporary ones)
     save = keras.Model.save
@@ -139,7 +142,7 @@ def _environment(local_devices=1, **variables):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SEGZOO_", "JOB_COMPLETION"))}
     env.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}",
-               PYTHONPATH=os.pathsep.join([REPO_ROOT, env.get("PYTHONPATH", "")]), **variables)
+               PYTHONPATH=os.pathsep.join([REPO_ROOT, TESTS_DIR, env.get("PYTHONPATH", "")]), **variables)
     return env
 
 
@@ -214,7 +217,7 @@ def test_two_processes_train_like_one_and_resume_together(make_folder, tmp_path)
     flags = ["--checkpoint_dir", str(run), "--distributed", "--resume", "--epochs", "2", "--allow_changes",
              "--progress", "0"]
     resumed = _run_together([
-        ([sys.executable, "examples/train.py", *flags],
+        ([sys.executable, "-c", TINY_CLI, "train", *flags],
          _environment(JOB_COMPLETION_INDEX=str(index), SEGZOO_NUM_PROCESSES="2",
                       SEGZOO_COORDINATOR_ADDRESS=f"127.0.0.1:{port}")) for index in (0, 1)])
     assert "Resuming after epoch 1 (optimizer step 2)" in resumed[0][1] and "Resuming" not in resumed[1][1]

@@ -1,6 +1,5 @@
 """Tests for segzoo.metrics: against a confusion matrix counted pixel by pixel here."""
 
-import json
 
 import keras
 import numpy as np
@@ -349,7 +348,6 @@ def test_other_backends_give_the_tensorflow_values(backend, tmp_path):
 
 
 _MIRRORED_SCRIPT = """
-import json
 import numpy as np
 import tensorflow as tf
 tf.config.set_logical_device_configuration(

@@ -2,8 +2,6 @@
 and gives the same outputs on the JAX and PyTorch backends as on TensorFlow."""
 
 import functools
-import json
-import os
 
 import numpy as np
 import pytest

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pytest
 
-from harness import REPO_ROOT
+from harness import REPO_ROOT, TESTS_DIR, TINY_CLI
 from segzoo import cli, files, training
 from segzoo.checkpoints import torch_file
 from segzoo.checkpoints.torch_file import CheckpointError, load_torch_checkpoint
@@ -29,9 +29,9 @@ from segzoo.data import io
 from segzoo.data.cvat import parse_labelmap
 from segzoo.data.folder import CLASSES_FILE, FolderWriter, SegmentationFolder, SegmentationZip
 from segzoo.data.io import DataError
-from segzoo.data.pipeline import scan_labels
+from segzoo.data.datasource import scan_labels
 from segzoo.data.sources import prepare_source
-from segzoo.errors import ConfigError, OutputExistsError, OutputNotWritableError
+from segzoo.errors import ConfigError, OutputNotWritableError
 from segzoo.models import load_model
 from segzoo.training import TrainConfig, train
 
@@ -44,7 +44,7 @@ def segzoo(argv, capsys):
 
 def write_folder(root, labels, class_names=("background", "hole"), image=None):
     """An rgb/ + gt/ folder with one item per label (uint8 arrays), images from ``image`` or grey."""
-    writer = FolderWriter(root, class_names, [(0, 0, 0), (255, 0, 0), (0, 255, 0)][:len(class_names)])
+    FolderWriter(root, class_names, [(0, 0, 0), (255, 0, 0), (0, 255, 0)][:len(class_names)])
     for index, label in enumerate(labels):
         picture = image if image is not None else np.full((*label.shape, 3), 60 + 20 * index, np.uint8)
         os.makedirs(os.path.join(root, "rgb"), exist_ok=True)
@@ -438,22 +438,6 @@ def test_resume_with_other_settings_or_data_refuses_and_lists_the_differences(ma
         training._check_resume(run, small_config(folder, run, resume=True, allow_changes=True), fingerprint, five, 3)
 
 
-#: ``segzoo train`` with a tiny model: the checkpoint protocol does not depend on the model, and tracing
-#: DDRNet's first step takes most of a minute on 2 cores, again in every resumed process.
-TINY_TRAIN = """
-import sys
-import harness
-from segzoo import cli, presets
-from segzoo.models import SegmentationModel
-
-def build(num_classes, input_shape, weights, aux_loss_weight):
-    return SegmentationModel(harness.TinyBackbone(input_shape), harness.TinyHead(num_classes),
-                             aux_head=harness.TinyHead(num_classes, level="P2"), aux_loss_weight=aux_loss_weight)
-
-presets.register_preset(presets.Preset("tiny", "Tiny", "a test model", build, 0, 0.0, "tests/harness.py"))
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
 #: What a checkpoint save writes (see ``training._RunState``), under temporary names while it runs.
 SAVED_FILES = (training.LAST_CHECKPOINT, training.BEST_CHECKPOINT, training.STATE_FILE)
 
@@ -518,7 +502,7 @@ def test_random_kills_never_leave_a_truncated_checkpoint_taken_as_good(make_fold
     argv = ["train", "--data", str(folder), "--preset", "tiny", "--epochs", str(epochs), "--batch_size", "2",
             "--image_size", "32", "64", "--steps_per_epoch", "1", "--weights", "none", "--checkpoint_dir", str(run),
             "--warmup_epochs", "0", "--no_augment", "--progress", "0", "--val_ratio", "0.25"]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.path.join(REPO_ROOT, "tests")]),
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, TESTS_DIR]),
                    "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     rng = np.random.default_rng(0)
     plan = [str(mode) for mode in rng.permutation(["save"] * 5 + ["after_save"] * 2 + ["anywhere"] * 2 + ["startup"])]
@@ -529,7 +513,7 @@ def test_random_kills_never_leave_a_truncated_checkpoint_taken_as_good(make_fold
         earlier = saves_in_progress(run)
         log = tmp_path / f"attempt_{attempt}.log"  # a file: a full pipe would stop the training
         with open(log, "wb") as stderr:
-            process = subprocess.Popen([sys.executable, "-c", TINY_TRAIN, *argv, *(["--resume"] if resume else [])],
+            process = subprocess.Popen([sys.executable, "-c", TINY_CLI, *argv, *(["--resume"] if resume else [])],
                                        env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
             killed = mode != "complete" and kill_at(process, run, mode, rng, earlier)
             process.wait(timeout=300)

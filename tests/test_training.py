@@ -62,6 +62,12 @@ def test_training_learns_and_writes_checkpoints(make_folder, tmp_path):
         train(config(folder, tmp_path / "run"))
 
 
+def test_a_warm_up_longer_than_the_run_is_refused_before_any_work(tmp_path):
+    with pytest.raises(training.ConfigError, match=r"warmup_epochs=5.0 is longer than the run \(epochs=1\)"):
+        train(config(tmp_path / "no_data", tmp_path / "run", epochs=1, warmup_epochs=5.0))
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path):
     folder = make_folder(num_sources=8, copies=0)
     run = tmp_path / "run"

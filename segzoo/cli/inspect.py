@@ -34,9 +34,9 @@ def add_arguments(parser):
 
 def run(args):
     from segzoo.data import inspection
-    from segzoo.prediction import check_output_folder
+    from segzoo.files import check_output_folder
 
-    check_output_folder(args.output, args.overwrite)  # before the long read
+    check_output_folder(args.output, overwrite=args.overwrite)  # before the long read
     report = inspection.inspect(args.data, images=args.images, binary=args.binary, data_dir=args.data_dir,
                                 val_ratio=args.val_ratio, seed=args.seed, samples=args.samples)
     written = inspection.write_report(report, args.output, overwrite=True)

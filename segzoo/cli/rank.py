@@ -31,10 +31,10 @@ def add_arguments(parser):
 
 
 def run(args):
-    from segzoo import prediction
+    from segzoo import files, prediction
     from segzoo.cli.predict import predictor_from_args
 
-    prediction.check_output_folder(args.output, args.overwrite)  # before the long run
+    files.check_output_folder(args.output, overwrite=args.overwrite)  # before the long run
     predictor, _, _ = predictor_from_args(args)
     ranking = prediction.rank_images(predictor, args.images, score=args.score, margin=args.margin,
                                      duplicate_distance=args.duplicate_distance, tile=args.tile,

@@ -28,13 +28,13 @@ _EXPORTS = {
     "AugmentConfig": "augment", "augment_dataset": "augment", "augment_pair": "augment",
     "copy_rng": "augment", "overlay_label": "overlay", "voc_palette": "overlay",
     "open_dataset": "sources", "prepare_source": "sources", "sample_images": "sources",
-    "data_fingerprint": "sources", "scan_labels": "pipeline",
+    "data_fingerprint": "sources", "scan_labels": "datasource",
     "Split": "splits", "split_ids": "splits",
     "build_dataset": "tfds_builder",
     "inspect": "inspection", "DatasetReport": "inspection", "median_frequency_weights": "inspection",
     "check_training_data": "inspection",
     "CvatWriter": "cvat_writer", "write_cvat_zip": "cvat_writer",
-    "load": "pipeline", "load_info": "pipeline", "OnlineAugment": "online_augment", "augment_element": "online_augment",
+    "load": "pipeline", "load_info": "datasource", "OnlineAugment": "online_augment", "augment_element": "online_augment",
     "DataInfo": "datasource", "DataSource": "datasource", "open_source": "datasource",
 }
 

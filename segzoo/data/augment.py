@@ -56,8 +56,7 @@ from segzoo.constants import BACKGROUND_ID, IGNORE_INDEX
 from segzoo.data.folder import FolderWriter, list_files, augmented_id
 from segzoo.data.io import IMAGE_EXTENSIONS, DataError, is_within, read_image, write_image
 from segzoo.data.overlay import overlay_label
-from segzoo.errors import option
-from segzoo.files import atomic_write
+from segzoo.files import atomic_write, check_output_folder
 from segzoo.settings import config_field as _field
 
 #: Folder of the output that holds the overlays for people; never read for training.
@@ -406,11 +405,7 @@ def _check_output_dir(dataset, output_dir, bg_path, overwrite):
     if bg_path is not None and (is_within(bg_path, output_dir) or is_within(output_dir, bg_path)):
         raise DataError(f"{output_dir}: the output folder overlaps the background folder (bg_path) {bg_path}. "
                         f"Write the augmented dataset to a separate folder.")
-    if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
-        raise DataError(f"{output_dir}: the output exists and is not a folder. Choose a folder.")
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise DataError(f"{output_dir}: the output folder is not empty. Choose a new folder or pass "
-                        f"{option('overwrite')} to replace it.")
+    check_output_folder(output_dir, overwrite=overwrite)
 
 
 def _with_copies(item_id, copies):
@@ -492,9 +487,10 @@ def augment_dataset(dataset, output_dir, config: AugmentConfig | None = None, bg
         ``output_dir``.
 
     Raises:
-        DataError: output folder not empty (nothing is written), overlapping
-            the source or ``bg_path``, ``bg_path`` missing or without images, ids
-            that would collide, or bad items (named).
+        OutputExistsError: the output folder is a file, or not empty without
+            ``overwrite`` (nothing is written).
+        DataError: an output overlapping the source or ``bg_path``, ``bg_path``
+            missing or without images, ids that would collide, or bad items (named).
         ValueError: ``bg_path`` and ``config.background_prob`` disagree.
     """
     config = AugmentConfig() if config is None else config

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from segzoo.constants import BACKGROUND_ID, IGNORE_INDEX
 from segzoo.errors import option
+from segzoo.files import check_output_folder
 from segzoo.data.folder import (
     SUBSETS_DIR, FolderWriter, SegmentationDataset, check_same_size, index_by_id, read_subsets, validate_classes,
 )
@@ -329,11 +330,7 @@ def import_cvat(path, output_dir, images=None, binary=False, overwrite=False) ->
     Returns:
         ``output_dir`` as a string.
     """
-    output_dir = os.path.abspath(os.fspath(output_dir))
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise DataError(f"{output_dir}: the output folder is not empty. Choose a new folder or pass overwrite=True.")
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise DataError(f"{output_dir}: exists and is not a folder.")
+    output_dir = check_output_folder(output_dir, overwrite=overwrite)
     for source in (path, images):
         if source is not None and os.path.isdir(source) and is_within(output_dir, source):
             raise DataError(f"{output_dir}: inside {os.fspath(source)}, which is only read. Choose another folder.")

@@ -4,23 +4,28 @@
 folder, a zip of one, a folder holding one such zip (see
 :func:`segzoo.data.sources.open_dataset`), or the name of a dataset built by
 :func:`segzoo.data.build_dataset` in a TFDS data directory. The
-:class:`DataSource` it returns is what :func:`segzoo.data.load` and
-:func:`segzoo.data.scan_labels` read, so that a run opens, lists and splits
-its data one time, however many pipelines it builds. A CVAT export is
-imported first (:func:`segzoo.data.prepare_source`).
+:class:`DataSource` it returns is what :func:`segzoo.data.load`,
+:func:`load_info` and :func:`scan_labels` (the check of every label before
+training) read, so that a run opens, lists and splits its data one time,
+however many pipelines it builds. A CVAT export is imported first
+(:func:`segzoo.data.prepare_source`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import os
 
 import numpy as np
 
 from segzoo.data.io import DataError
+from segzoo.errors import option
 from segzoo.data.sources import open_dataset
 from segzoo.data.splits import ALL, DEFAULT_VAL_RATIO, TEST, TRAIN, VALIDATION, split_ids
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,3 +198,86 @@ def open_source(source, data_dir=None, val_ratio=None, seed=0, label_values=None
                     {name: split.num_examples for name, split in builder.info.splits.items()},
                     meta["split_method"], os.fspath(builder.data_path))
     return DataSource(source, info, builder=builder, **options)
+
+
+def load_info(source, data_dir=None, val_ratio=None, seed=0, label_values=None) -> DataInfo:
+    """Class names, colours, ``ignore_index`` and split sizes of a dataset (arguments as :func:`open_source`)."""
+    if isinstance(source, DataSource):
+        return open_source(source, data_dir, val_ratio, seed, label_values).info
+    with open_source(source, data_dir, val_ratio, seed, label_values) as opened:
+        return opened.info
+
+
+def _listed(files, limit=5):
+    return ", ".join(files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+def scan_labels(source, val_ratio=None, seed=0, label_values=None, num_classes=None, workers=8,
+                data_dir=None) -> dict:
+    """Read every training and validation label once, before training, and catch labels that cannot be right.
+
+    Args:
+        source: a :class:`DataSource`, or what :func:`open_source` opens (a
+            folder, a zip or a built TFDS dataset), with ``val_ratio``,
+            ``seed``, ``label_values`` and ``data_dir`` as it takes them.
+        num_classes: label values must be below it (or ``ignore_index``);
+            ``None``: the dataset's classes.
+        workers: threads reading the labels of a folder or zip.
+
+    Returns:
+        ``{split: pixel count of each stored value, int64 (256,)}`` for ``"train"`` and ``"validation"``.
+
+    Raises:
+        DataError: naming the files (a TFDS dataset: split and id) and counts,
+            for a dataset of a single class; for masks stored as 0/255 (255 is
+            the ignore value: every foreground pixel would be ignored), with
+            the fix; for a split in which every pixel is ignored; for values
+            that are no class id. A class that never appears in a split is
+            logged as a warning.
+    """
+    opened = open_source(source, data_dir=data_dir, val_ratio=val_ratio, seed=seed, label_values=label_values)
+    try:
+        info = opened.info
+        where, names, ignore = info.source, list(info.class_names), info.ignore_index
+        if len(names) < 2:
+            raise DataError(f"{where}: a single class ({names[0]!r}), so there is nothing to segment. A binary "
+                            f"dataset has two classes, background and the object (class_names "
+                            f'["background", "object"]); a CVAT task needs a label besides background.')
+        counts = {name: opened.label_counts(name, workers) for name in (TRAIN, VALIDATION)}
+    finally:
+        if opened is not source:
+            opened.close()
+    num_classes = len(names) if num_classes is None else max(int(num_classes), 2)
+    totals = {name: sum(per_label.values(), np.zeros(256, np.int64)) for name, per_label in counts.items()}
+    overall = totals[TRAIN] + totals[VALIDATION]
+    seen = {int(v) for v in np.flatnonzero(overall)}
+    if opened.label_values is None and ignore in seen and seen <= {0, ignore}:
+        raise DataError(
+            f"{where}: every label holds only the values 0 and {ignore}, and {ignore} means ignore: these look "
+            f"like binary masks stored as 0/{ignore}, so every foreground pixel ({overall[ignore]} of "
+            f"{overall.sum()}) would be ignored. Pass {option('label_values')} 0 {ignore} to read {ignore} as "
+            f"class 1, or store the masks as 0/1.")
+    for split_name, total in totals.items():
+        if total.sum() and total[ignore] == total.sum():
+            raise DataError(f"{where}: in the {split_name} split, every pixel of the {len(counts[split_name])} "
+                            f"labels is {ignore} (ignore), so there is nothing to learn or to score. Check the "
+                            f"masks (e.g. {_listed(list(counts[split_name]), 3)}).")
+    bad = {}
+    for per_label in counts.values():
+        for label, label_counts in per_label.items():
+            values = [(v, int(label_counts[v])) for v in np.flatnonzero(label_counts)
+                      if v >= num_classes and v != ignore]
+            if values:
+                bad[label] = values
+    if bad:
+        files = [f"{label} ({', '.join(f'value {v}: {c} pixels' for v, c in values[:3])})"
+                 for label, values in sorted(bad.items())]
+        raise DataError(f"{where}: {len(bad)} label(s) hold values that are not class ids: there are "
+                        f"{num_classes} classes (0..{num_classes - 1}) and {ignore} means ignore: "
+                        f"{_listed(files)}. Fix these masks, or the class list in {where}.")
+    for split_name, total in totals.items():
+        missing = [names[c] for c in range(len(names)) if total[c] == 0]
+        if missing and counts[split_name]:
+            logger.warning("%s: class(es) %s never appear in the %s split (%d labels).", where,
+                           ", ".join(repr(m) for m in missing), split_name, len(counts[split_name]))
+    return totals

@@ -38,6 +38,7 @@ from segzoo.data.io import (
     exif_orientation, find_root, write_image, write_label,
 )
 from segzoo.errors import option
+from segzoo.files import check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -414,10 +415,7 @@ class FolderWriter:
     def __init__(self, root, class_names, colors, image_format=".png", overwrite=False):
         self.root = os.fspath(root)
         validate_classes(class_names, colors, "class list")
-        if os.path.isdir(self.root) and os.listdir(self.root) and not overwrite:
-            raise DataError(
-                f"{self.root}: the output folder is not empty. Choose a new folder or pass overwrite=True."
-            )
+        check_output_folder(self.root, overwrite=overwrite)
         if image_format not in (".png", ".jpg"):
             raise DataError(f"image_format must be '.png' or '.jpg', got {image_format!r}.")
         os.makedirs(self.root, exist_ok=True)

@@ -431,9 +431,9 @@ def write_report(report: DatasetReport, output_dir, overwrite=False) -> dict[str
     An existing non-empty ``output_dir`` is refused unless ``overwrite``.
     Returns file name -> path of what was written.
     """
-    from segzoo.prediction import check_output_folder
+    from segzoo.files import check_output_folder
 
-    output_dir = check_output_folder(output_dir, overwrite)
+    output_dir = check_output_folder(output_dir, overwrite=overwrite)
     os.makedirs(output_dir, exist_ok=True)
     written = {REPORT_FILE: os.path.join(output_dir, REPORT_FILE)}
     write_json(written[REPORT_FILE], report.to_dict())
