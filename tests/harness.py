@@ -123,11 +123,11 @@ class TinyHead(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes, "level": self.level}
 
 
-def register_tiny_preset(name="tiny"):
-    """Register a preset ``name`` of TinyBackbone + TinyHead (and a P2 auxiliary head) for process-level tests.
+def tiny_preset(name="tiny"):
+    """A preset ``name`` of TinyBackbone + TinyHead (and a P2 auxiliary head), for tests of the training machinery.
 
-    Checkpointing, resuming and distribution do not depend on the model, and tracing a real preset's
-    first step takes most of a minute on 2 cores, again in every process such a test starts."""
+    Checkpointing, resuming, recipes and distribution do not depend on the model, and tracing a real
+    preset's first step takes most of a minute on 2 cores, again in every process such a test starts."""
     from segzoo import presets
     from segzoo.models import SegmentationModel
 
@@ -135,8 +135,15 @@ def register_tiny_preset(name="tiny"):
         return SegmentationModel(TinyBackbone(input_shape), TinyHead(num_classes),
                                  aux_head=TinyHead(num_classes, level="P2"), aux_loss_weight=aux_loss_weight)
 
+    return presets.Preset(name, "Tiny", "a test model", build, 0, 0.0, "tests/harness.py")
+
+
+def register_tiny_preset(name="tiny"):
+    """Register :func:`tiny_preset` for the rest of this process (a child process of a test)."""
+    from segzoo import presets
+
     if name not in presets.list_presets():
-        presets.register_preset(presets.Preset(name, "Tiny", "a test model", build, 0, 0.0, "tests/harness.py"))
+        presets.register_preset(tiny_preset(name))
 
 
 #: ``python -c TINY_CLI <segzoo arguments>``: the ``segzoo`` command with the ``tiny`` preset registered

@@ -94,10 +94,10 @@ def test_train_without_data_or_saved_run_says_what_to_give(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_run_from_a_recipe_resumes_from_its_saved_settings(make_folder, tmp_path, capsys):
+def test_a_run_from_a_recipe_resumes_from_its_saved_settings(make_folder, tmp_path, capsys, tiny_preset):
     folder = make_folder(num_sources=5, copies=0, size=(32, 48))
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text('preset = "ddrnet23_slim"\nweights = "none"\nimage_size = [32, 48]\nbatch_size = 2\n'
+    recipe.write_text('preset = "tiny"\nweights = "none"\nimage_size = [32, 48]\nbatch_size = 2\n'
                       'epochs = 1\nsteps_per_epoch = 1\nval_ratio = 0.2\nprogress = 0\noptimizer = "sgd"\n')
     run = tmp_path / "run"
     assert cli.main(["train", "--config", str(recipe), "--data", str(folder), "--checkpoint_dir", str(run)]) == 0

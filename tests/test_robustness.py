@@ -401,14 +401,15 @@ def test_a_run_killed_while_saving_its_first_epoch_resumes_or_starts_anew(tmp_pa
 # --- resume is honest ------------------------------------------------------------------------------------
 
 def small_config(folder, run, **overrides):
-    values = dict(data=str(folder), preset="ddrnet23_slim", epochs=1, batch_size=2, image_size=(32, 64),
+    """A one-step run of the ``tiny`` preset (the ``tiny_preset`` fixture registers it)."""
+    values = dict(data=str(folder), preset="tiny", epochs=1, batch_size=2, image_size=(32, 64),
                   steps_per_epoch=1, weights="none", checkpoint_dir=str(run), warmup_epochs=0.0, augment=False,
                   progress=0, val_ratio=0.25)
     values.update(overrides)
     return TrainConfig(**values)
 
 
-def test_resume_with_other_settings_or_data_refuses_and_lists_the_differences(make_folder, tmp_path):
+def test_resume_with_other_settings_or_data_refuses_and_lists_the_differences(make_folder, tmp_path, tiny_preset):
     folder = make_folder(num_sources=4, copies=0, size=(32, 64))
     run = tmp_path / "run"
     train(small_config(folder, run))

@@ -68,17 +68,18 @@ def test_a_warm_up_longer_than_the_run_is_refused_before_any_work(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path):
+def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path, tiny_preset):
     folder = make_folder(num_sources=8, copies=0)
     run = tmp_path / "run"
-    model, _ = train(config(folder, run, epochs=1, steps_per_epoch=3, optimizer="sgd", schedule="poly"))
+    model, _ = train(config(folder, run, preset=tiny_preset, epochs=1, steps_per_epoch=3, optimizer="sgd",
+                            schedule="poly"))
     steps = int(model.optimizer.iterations)
     assert steps == 3
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(config(folder, tmp_path / "empty", resume=True))
     # the interrupted run planned 1 epoch; resuming with epochs=3 runs epochs 2 and 3 on the same schedule
-    resumed, history = train(config(folder, run, epochs=3, steps_per_epoch=3, optimizer="sgd", schedule="poly",
-                                    resume=True, allow_changes=True))  # more epochs: a deliberate change
+    resumed, history = train(config(folder, run, preset=tiny_preset, epochs=3, steps_per_epoch=3, optimizer="sgd",
+                                    schedule="poly", resume=True, allow_changes=True))  # more epochs: a deliberate change
     assert int(resumed.optimizer.iterations) == 9
     assert len(history["loss"]) == 2
     with open(run / "log.csv") as f:
@@ -91,9 +92,10 @@ def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path):
     assert float(resumed.optimizer.learning_rate) == pytest.approx(float(schedule(9)))
 
 
-def test_binary_loss_trains_a_one_channel_model(make_folder, tmp_path):
+def test_binary_loss_trains_a_one_channel_model(make_folder, tmp_path, tiny_preset):
     folder = make_folder(num_sources=6, copies=0, num_classes=2)
-    model, history = train(config(folder, tmp_path / "run", epochs=1, loss="binary_focal", augment=True))
+    model, history = train(config(folder, tmp_path / "run", preset=tiny_preset, epochs=1, loss="binary_focal",
+                                  augment=True))
     assert model.num_classes == 1 and model.class_names == ["background", "hole"]
     assert np.isfinite(history["loss"][0])
 
@@ -110,10 +112,12 @@ def test_mirrored_strategy_on_two_logical_cpus(make_folder, tmp_path):
         logging.basicConfig(level=logging.INFO)
         logging.getLogger("segzoo.training").addHandler(type("H", (logging.Handler,), {{
             "emit": lambda self, r: records.append(r.getMessage())}})())
+        import harness
         from segzoo.training import TrainConfig, train
-        model, history = train(TrainConfig(data={str(folder)!r}, epochs=1, batch_size=2, image_size=(64, 96),
-                                           weights="none", checkpoint_dir={str(tmp_path / "run")!r},
-                                           multi_gpu=True, progress=0, steps_per_epoch=2))
+        harness.register_tiny_preset()
+        model, history = train(TrainConfig(data={str(folder)!r}, preset="tiny", epochs=1, batch_size=2,
+                                           image_size=(64, 96), weights="none",
+                                           checkpoint_dir={str(tmp_path / "run")!r}, multi_gpu=True, progress=0, steps_per_epoch=2))
         print(json.dumps({{"log": records, "loss": history["loss"]}}))
     """)
     assert any("global batch 4 on 2 device(s), peak learning rate 0.002" in line for line in result["log"]), (
