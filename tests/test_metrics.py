@@ -348,6 +348,7 @@ def test_other_backends_give_the_tensorflow_values(backend, tmp_path):
 
 
 _MIRRORED_SCRIPT = """
+import json
 import numpy as np
 import tensorflow as tf
 tf.config.set_logical_device_configuration(
