@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from segzoo.files import write_json
+
 CLASS_NAMES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian",
                "bicyclist")
 UNLABELLED = 11
@@ -56,12 +58,6 @@ def _read_json(path, default):
         return json.load(f)
 
 
-def _write_json(path, value):
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def train(preset, data, run_dir, overrides):
     """Train ``preset`` with its recipe, resuming a run found in ``run_dir``; returns training seconds so far.
 
@@ -75,13 +71,13 @@ def train(preset, data, run_dir, overrides):
     resume = os.path.isfile(os.path.join(run_dir, "state.json"))
     os.makedirs(run_dir, exist_ok=True)
     timing["started"] = time.time()
-    _write_json(timing_path, timing)
+    write_json(timing_path, timing)
     if resume:
         segzoo("train", "--checkpoint_dir", run_dir, "--resume", *overrides)
     else:
         segzoo("train", "--config", f"camvid/{preset}", "--data", data, "--checkpoint_dir", run_dir, *overrides)
     timing = {"seconds": timing["seconds"] + time.time() - timing["started"], "started": None}
-    _write_json(timing_path, timing)
+    write_json(timing_path, timing)
     return timing["seconds"]
 
 
@@ -190,7 +186,7 @@ def main(argv=None):
         history = training_curves(run_dir)
         report = score(data, run_dir, args.scales, args.latency_runs)
         rows.append(result_row(preset, run_dir, data, seconds, report, history))
-        _write_json(os.path.join(args.work, "camvid.json"), rows)
+        write_json(os.path.join(args.work, "camvid.json"), rows)
         with open(os.path.join(args.work, "camvid.md"), "w") as f:
             f.write(markdown(rows))
     print(markdown(rows))

@@ -75,7 +75,7 @@ def run_in_backend(backend, code, timeout=900):
     ``code`` must print one JSON document on its last line of output.
     """
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=os.pathsep.join([REPO_ROOT, os.path.join(REPO_ROOT, "tests"),
+               PYTHONPATH=os.pathsep.join([REPO_ROOT, TESTS_DIR,
                                            os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=timeout)
