@@ -41,6 +41,12 @@ def option(name: str, value=None) -> str:
     return f"{name}=" if value is None else f"{name}={value!r}"
 
 
+def switch(name: str) -> str:
+    """How a message names the on/off option ``name``, turned on: ``--name`` under the command line, else
+    ``name=True``."""
+    return f"--{name}" if _COMMAND_LINE.get() else f"{name}=True"
+
+
 @contextlib.contextmanager
 def command_line_messages():
     """Within this block, :func:`option` names command-line flags."""

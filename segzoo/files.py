@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import uuid
 
-from segzoo.errors import OutputExistsError, OutputNotWritableError, option
+from segzoo.errors import OutputExistsError, OutputNotWritableError, option, switch
 
 #: Prefix of the temporary names :func:`atomic_write` uses (left behind only by a killed process).
 PARTIAL_PREFIX = ".partial-"
@@ -131,21 +131,37 @@ def check_output(path, inputs=(), overwrite: bool = False, name: str = "output")
     taken = os.path.isfile(path) or (os.path.isdir(path) and os.listdir(path)) or os.path.islink(path)
     if taken and not overwrite:
         kind = "folder is not empty" if os.path.isdir(path) else "file exists"
-        raise OutputExistsError(f"{path}: the {option(name)} {kind}. Pass {option('overwrite')} to replace it, "
+        raise OutputExistsError(f"{path}: the {option(name)} {kind}. Pass {switch('overwrite')} to replace it, "
                                 f"or choose another {option(name)}.")
     return path
 
 
-def check_output_folder(path, inputs=(), overwrite: bool = False, name: str = "output") -> str:
+def is_within(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, links resolved."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_output_folder(path, inputs=(), overwrite: bool = False, name: str = "output", input_folders=()) -> str:
     """:func:`check_output` for a folder to be written: a file at ``path`` is refused too; returns the absolute path.
 
+    ``input_folders`` (``None`` entries skipped): folders the command reads; the output may neither lie inside
+    one (its files would be read as inputs) nor hold one (replacing the output would delete it).
+
     Raises:
-        OutputExistsError: ``path`` is a file, an input, or a folder that holds anything (without ``overwrite``).
+        OutputExistsError: ``path`` is a file, an input, inside or around one of ``input_folders``, or a folder
+            that holds anything (without ``overwrite``).
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.lexists(path) and not os.path.isdir(path):
         raise OutputExistsError(f"{path}: the {option(name)} exists and is not a folder. Choose another "
                                 f"{option(name)}.")
+    for folder in input_folders:
+        if folder is not None and (is_within(path, folder) or is_within(folder, path)):
+            where = "inside" if is_within(path, folder) else "around"
+            raise OutputExistsError(f"{path}: the {option(name)} folder is {where} the input folder "
+                                    f"{os.fspath(folder)}; writing it would read or delete that input. Choose "
+                                    f"another {option(name)}.")
     return check_output(path, inputs, overwrite, name)
 
 

@@ -36,8 +36,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from segzoo.data.folder import list_files
-from segzoo.data.io import IMAGE_EXTENSIONS, DataError, is_within, read_image, write_image, write_label
-from segzoo.errors import OutputExistsError, option
+from segzoo.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image, write_label
+from segzoo.errors import option
 from segzoo.files import atomic_write, check_output_folder, write_json
 
 logger = logging.getLogger(__name__)
@@ -156,12 +156,6 @@ def _check_tile(predictor, tile):
     return tile
 
 
-def _check_outside(output_dir, images_dir):
-    if is_within(output_dir, images_dir):
-        raise OutputExistsError(f"{output_dir}: inside the image folder {images_dir}, whose images are read "
-                                f"(recursively). Choose an output folder outside it.")
-
-
 def predict_folder(predictor, images_dir, output_dir, class_names, colors, formats=("png",), confidence=False,
                    tile=None, overlap=0.25, batch_size=4, overwrite=False, progress=True) -> dict:
     """Predict every image below ``images_dir`` and write the results into ``output_dir``.
@@ -196,8 +190,7 @@ def predict_folder(predictor, images_dir, output_dir, class_names, colors, forma
     if unknown or not formats:
         raise DataError(f"{option('format')} {' '.join(formats)}: choose among {', '.join(FORMATS)}.")
     paths = list_images(images_dir)
-    output_dir = check_output_folder(output_dir, overwrite=overwrite)
-    _check_outside(output_dir, images_dir)
+    output_dir = check_output_folder(output_dir, overwrite=overwrite, input_folders=(images_dir,))
     tile = _check_tile(predictor, tile)
     if len(class_names) != len(colors):
         raise DataError(f"{len(class_names)} class names but {len(colors)} colours.")
@@ -325,9 +318,7 @@ def write_ranking(ranking, output_dir, top=20, copy=False, images_dir=None, over
     Returns:
         ``{"csv": path, "top_list": path, "top": [RankedImage, ...], "copied": folder or None}``.
     """
-    output_dir = check_output_folder(output_dir, overwrite=overwrite)
-    if images_dir is not None:
-        _check_outside(output_dir, images_dir)
+    output_dir = check_output_folder(output_dir, overwrite=overwrite, input_folders=(images_dir,))
     os.makedirs(output_dir, exist_ok=True)
     csv_path = os.path.join(output_dir, RANKING_CSV)
     with atomic_write(csv_path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as f:

@@ -4,9 +4,11 @@
 that builds the train step), works out how many epochs fit in what is left of the
 budget, shortens the learning-rate schedule to end there (so the run still decays
 fully and converges), says what it chose, and stops at that epoch.
-After every epoch it re-plans with the median measured epoch time (validation included):
-when fewer epochs fit than it chose, the schedule is shortened again, so the run
-keeps to its budget (within about one epoch) and still ends with a fully decayed learning rate.
+After every epoch it re-plans with the median of the last few measured epoch times
+(validation included): when fewer epochs fit than it chose, the schedule is shortened
+again, so the run keeps to its budget (within about one epoch) and still ends with a fully
+decayed learning rate; when the machine got faster (a busy spell at the start is over) and
+clearly more epochs fit, the first half of the run lengthens its plan again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import time
 import keras
 
 logger = logging.getLogger(__name__)
+
+#: Epoch times the re-plan takes the median of: a slow spell of fewer epochs does not move it.
+RECENT_EPOCHS = 5
 
 
 def epochs_that_fit(seconds_left, epoch_seconds, max_epochs):
@@ -90,22 +95,33 @@ class TimeBudget(keras.callbacks.Callback):
         if self._untimed_epochs:
             self._untimed_epochs -= 1
             return
-        # re-plan with the measured epoch times (validation included; the median, so that one slow epoch
-        # on a shared machine does not cut the run short): end the schedule sooner, never overrun
+        # re-plan with the measured epoch times (validation included; the median of the last few, so that
+        # one slow epoch on a shared machine does not change the plan): end the schedule sooner, never overrun
         self._epoch_seconds.append(now - self._epoch_start)
-        epoch_seconds, left = statistics.median(self._epoch_seconds), self.seconds - (now - self._start)
-        if (self.chosen_epochs - epoch - 1) * epoch_seconds <= left:
-            return  # the plan still fits
-        # a shorter plan costs one rebuild of the train step
+        epoch_seconds = statistics.median(self._epoch_seconds[-RECENT_EPOCHS:])
+        left = self.seconds - (now - self._start)
+        # a new plan costs one rebuild of the train step
         fits = epoch + 1 + (epochs_that_fit(left - self._build_seconds, epoch_seconds,
-                                            self.chosen_epochs - epoch - 1) if left >= epoch_seconds else 0)
-        if fits < self.chosen_epochs:
-            logger.info("time budget: an epoch takes %.0f s and %.0f s are left: %d epochs instead of %d",
-                        epoch_seconds, left, fits, self.chosen_epochs)
-            self.chosen_epochs = fits
-            self.model.stop_training = epoch + 1 >= fits
-            if not self.model.stop_training:
-                self._shorten_schedule()
+                                            self.max_epochs - epoch - 1) if left >= epoch_seconds else 0)
+        if (self.chosen_epochs - epoch - 1) * epoch_seconds > left and fits < self.chosen_epochs:
+            self._replan(fits, epoch, epoch_seconds, left)
+        elif self._may_lengthen(epoch) and fits - 1 >= self.chosen_epochs + max(2, self.chosen_epochs // 20):
+            self._replan(fits - 1, epoch, epoch_seconds, left)  # one epoch of slack: no shortening right after
+
+    def _may_lengthen(self, epoch):
+        """Whether the plan may grow after ``epoch``: in its first half, where a longer schedule raises the
+        learning rate by little, and only with a schedule to lengthen."""
+        return self.schedule is not None and self.chosen_epochs < self.max_epochs and \
+            epoch + 1 <= self.chosen_epochs // 2
+
+    def _replan(self, epochs, epoch, epoch_seconds, left):
+        """Change the plan to ``epochs`` after ``epoch`` and fit the schedule to it."""
+        logger.info("time budget: an epoch takes %.0f s and %.0f s are left: %d epochs instead of %d",
+                    epoch_seconds, left, epochs, self.chosen_epochs)
+        self.chosen_epochs = epochs
+        self.model.stop_training = epoch + 1 >= epochs
+        if not self.model.stop_training:
+            self._fit_schedule()
 
     def _choose(self, now):
         """Set :attr:`chosen_epochs` from the first epoch's step time, and shorten the schedule."""
@@ -119,13 +135,15 @@ class TimeBudget(keras.callbacks.Callback):
         logger.info("time budget %.1f min: %.2f s per training step, about %.0f s per epoch -> %d epochs "
                     "(of %d asked)", self.seconds / 60, step, epoch_seconds, self.chosen_epochs, self.max_epochs)
         if self.chosen_epochs > self._first_epoch + 1:
-            self._shorten_schedule()
+            self._fit_schedule()
 
-    def _shorten_schedule(self):
+    def _fit_schedule(self):
         """End the learning-rate schedule at :attr:`chosen_epochs`; rebuild the train step to see it."""
-        if self.schedule is None or self.chosen_epochs >= self.max_epochs:
+        if self.schedule is None:
             return
-        self.schedule.total_steps = max(self.chosen_epochs * self.steps_per_epoch,
-                                        getattr(self.schedule, "warmup_steps", 0), 1)
+        total_steps = max(self.chosen_epochs * self.steps_per_epoch, getattr(self.schedule, "warmup_steps", 0), 1)
+        if total_steps == self.schedule.total_steps:
+            return
+        self.schedule.total_steps = total_steps
         self.model.make_train_function(force=True)
         self._untimed_epochs = 1

@@ -41,7 +41,7 @@ from segzoo.files import PARTIAL_PREFIX, atomic_write, check_output, check_writa
 from segzoo.metrics import MeanIoU
 from segzoo.models import check_keras_file, load_model
 from segzoo.checkpoints.torch_file import CheckpointError
-from segzoo.errors import ConfigError, OutputExistsError, option
+from segzoo.errors import ConfigError, OutputExistsError, option, switch
 from segzoo.schedules import SCHEDULES, WarmupDecay
 from segzoo.settings import check_settings, config_field as _field
 from segzoo.time_budget import TimeBudget
@@ -61,9 +61,14 @@ MONITOR = "val_mean_iou"
 RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, CONFIG_FILE, "log.csv", "logs")
 
 
+#: The automatic class weightings, by the power of the median-frequency weights they take (``sqrt``: milder).
+AUTO_CLASS_WEIGHTS = {"auto": 1.0, "sqrt": 0.5}
+
+
 def _class_weight_value(text):
-    """One ``--class_weights`` value: a number, or ``auto``."""
-    return "auto" if str(text).strip().lower() == "auto" else float(text)
+    """One ``--class_weights`` value: a number, ``auto`` or ``sqrt``."""
+    word = str(text).strip().lower()
+    return word if word in AUTO_CLASS_WEIGHTS else float(text)
 
 
 @dataclasses.dataclass
@@ -85,9 +90,10 @@ class TrainConfig:
     steps_per_epoch: int = _field(None, "steps per epoch (default: one pass over the training split)")
     weights: str = _field("imagenet", "'imagenet' (pretrained backbone), 'none', or a .weights.h5 file")
     loss: str = _field("ce", "ce, focal, bce or binary_focal (the last two train a 1-channel sigmoid model)")
-    class_weights: tuple[float, ...] = _field(None, "per-class loss weights, one per class, or 'auto': median-"
+    class_weights: tuple[float, ...] = _field(None, "per-class loss weights, one per class; 'auto': median-"
                                                     "frequency weights of the training split (segzoo inspect "
-                                                    "prints them)", type=_class_weight_value)
+                                                    "prints them); 'sqrt': their square roots, milder",
+                                          type=_class_weight_value)
     ohem_threshold: float = _field(None, "OHEM: keep pixels whose true-class probability is below this (e.g. 0.9)")
     ohem_min_kept: int = _field(100000, "OHEM: keep at least this many pixels per batch")
     focal_gamma: float = _field(2.0, "focal losses: gamma")
@@ -136,16 +142,21 @@ def resolve_class_weights(value, report=None):
     """``TrainConfig.class_weights`` as the loss takes it: ``None``, or one float per class.
 
     ``"auto"`` (or ``("auto",)``) takes the median-frequency weights of
-    ``report`` (:func:`segzoo.data.inspection.check_training_data`).
+    ``report`` (:func:`segzoo.data.inspection.check_training_data`);
+    ``"sqrt"`` their square roots, a milder balance: on CamVid the full
+    weights span 60x and make a model paint rare classes (pole, sign,
+    pedestrian) over buildings, which costs more IoU than it gains.
     """
     if value is None:
         return None
     values = [value] if isinstance(value, str) else list(value)
-    if not any(isinstance(v, str) and v.strip().lower() == "auto" for v in values):
+    words = [v.strip().lower() for v in values if isinstance(v, str) and v.strip().lower() in AUTO_CLASS_WEIGHTS]
+    if not words:
         return tuple(float(v) for v in values)
     if len(values) != 1:
-        raise ConfigError(f"class_weights {values}: 'auto' stands alone (or give one number per class).")
-    return tuple(report.class_weights)
+        raise ConfigError(f"class_weights {values}: '{words[0]}' stands alone (or give one number per class).")
+    power = AUTO_CLASS_WEIGHTS[words[0]]
+    return tuple(round(w ** power, 4) for w in report.class_weights)
 
 
 def make_loss(name, num_classes, ignore_index=IGNORE_INDEX, class_weights=None, ohem_threshold=None,
@@ -237,7 +248,7 @@ def _read_json(path, what):
             return json.load(f)
     except ValueError as error:
         raise CheckpointError(f"{path}: the {what} is not readable JSON ({error}); it was damaged. Restore "
-                              f"it, or start a new run with {option('overwrite')}.") from error
+                              f"it, or start a new run with {switch('overwrite')}.") from error
 
 
 def read_run_state(directory):
@@ -275,7 +286,7 @@ def read_run_state(directory):
             raise CheckpointError(f"{last} is not the checkpoint {STATE_FILE} names for epoch "
                                   f"{saved.get('epochs_done', pending.get('epochs_done'))} (its SHA-256 differs): "
                                   f"it was replaced or changed after the run wrote it. Restore it, or start a new "
-                                  f"run with {option('overwrite')}.")
+                                  f"run with {switch('overwrite')}.")
     state = {key: value for key, value in state.items() if key != "pending"}
     best = os.path.join(directory, BEST_CHECKPOINT)
     if os.path.exists(best):
@@ -313,7 +324,7 @@ def _check_new_run(directory, overwrite=False):
         logger.info("%s: a run stopped while saving its first epoch; starting anew.", directory)
     elif existing and not overwrite:
         raise OutputExistsError(f"{directory} already holds a run ({', '.join(existing)}). Pass resume=True "
-                                f"(--resume) to continue it, {option('overwrite')} to delete it and start anew, "
+                                f"(--resume) to continue it, {switch('overwrite')} to delete it and start anew, "
                                 f"or choose another checkpoint_dir.")
     for name in RUN_FILES if existing else ():
         path = os.path.join(directory, name)
@@ -409,7 +420,7 @@ def _check_resume(directory, config, fingerprint, class_names, model_classes):
                           f"checkpoint_dir.")
     if not config.allow_changes:
         raise ConfigError(f"resume: the settings or data differ from the run saved in {directory}:\n  {listed}\n"
-                          f"Drop the changed flags, or pass {option('allow_changes')} if the change is deliberate "
+                          f"Drop the changed flags, or pass {switch('allow_changes')} if the change is deliberate "
                           f"(e.g. more epochs).")
     logger.warning("resume with changes (allow_changes):\n  %s", listed)
 

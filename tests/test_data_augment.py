@@ -379,9 +379,9 @@ def test_workers_write_into_the_staging_folder(source, tmp_path, monkeypatch):
 
 
 def test_output_overlapping_the_source_is_refused(source):
-    with pytest.raises(DataError, match="overlaps"):
+    with pytest.raises(OutputExistsError, match="around the input folder"):
         augment_dataset(source, source.root, AugmentConfig(copies=1), workers=1, overwrite=True)
-    with pytest.raises(DataError, match="overlaps the source's folder .*gt"):
+    with pytest.raises(OutputExistsError, match="inside the input folder .*gt"):
         augment_dataset(source, os.path.join(source.root, "gt"), AugmentConfig(copies=1), workers=1, overwrite=True)
     assert len(SegmentationFolder(source.root)) == len(IDS)
 
@@ -391,10 +391,10 @@ def test_output_overlapping_the_backgrounds_is_refused(source, bg_path, tmp_path
     output = tmp_path / "out"
     augment_dataset(source, output, config, bg_path=bg_path, workers=1)
     inside = shutil.copytree(bg_path, output / "backgrounds")
-    with pytest.raises(DataError, match="overlaps the background folder"):
+    with pytest.raises(OutputExistsError, match="around the input folder .*backgrounds"):
         augment_dataset(source, output, config, bg_path=inside, workers=1, overwrite=True)
     assert sorted(os.listdir(inside)) == ["blue.jpg", "green.png"]
-    with pytest.raises(DataError, match="overlaps the background folder"):
+    with pytest.raises(OutputExistsError, match="inside the input folder"):
         augment_dataset(source, bg_path / "out", config, bg_path=bg_path, workers=1)
 
 

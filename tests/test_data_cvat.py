@@ -213,6 +213,15 @@ def test_import_cvat_writes_a_folder_that_reads_back_identically(tmp_path, expor
     assert SegmentationFolder(output).class_names == ["background", "foreground"]
 
 
+def test_import_cvat_refuses_an_output_inside_or_around_the_export(tmp_path, export):
+    before = _tree_hash(export)
+    with pytest.raises(OutputExistsError, match="inside the input folder"):
+        import_cvat(export, export / "out")
+    with pytest.raises(OutputExistsError, match="around the input folder"):
+        import_cvat(export, tmp_path, overwrite=True)
+    assert _tree_hash(export) == before
+
+
 def _corrupt_image(export):
     (export / "JPEGImages" / "img_1.png").write_bytes(b"not a png at all")
     return "JPEGImages/img_1.png", "cannot decode"

@@ -147,6 +147,10 @@ def test_class_weights_auto_and_the_warnings_at_the_start_of_training(export, tm
     assert resolve_class_weights(None) is None and resolve_class_weights((1, 2)) == (1.0, 2.0)
     with pytest.raises(ValueError, match="stands alone"):
         resolve_class_weights(("auto", 1.0))
+    report = check_training_data(export, log=False)
+    assert resolve_class_weights(("sqrt",), report) == pytest.approx([w ** 0.5 for w in report.class_weights],
+                                                                     abs=1e-4)
+    assert cli.build_parser("train").parse_args(["train", "--class_weights", "SQRT"]).class_weights == ["sqrt"]
     config = cli.dataclass_from_args(TrainConfig, cli.build_parser("train").parse_args(
         ["train", "--class_weights", "auto"]))
     assert config.class_weights == ("auto",)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from segzoo.data.io import (
-    DataError, FolderFiles, ZipFiles, find_root, is_within, open_files, read_image, write_image,
+    DataError, FolderFiles, ZipFiles, find_root, open_files, read_image, write_image,
 )
 
 
@@ -74,12 +74,6 @@ def test_find_root_at_the_root_or_under_one_top_folder():
     assert find_root(["task/labelmap.txt", "task/a.png", "readme"], "labelmap.txt") == "task/"
     assert find_root(["a/labelmap.txt", "b/labelmap.txt"], "labelmap.txt") is None
     assert find_root(["a/b/labelmap.txt"], "labelmap.txt") is None
-
-
-def test_is_within(tmp_path):
-    assert is_within(tmp_path / "a" / "b", tmp_path) and is_within(tmp_path, tmp_path)
-    assert not is_within(tmp_path, tmp_path / "a")
-    assert not is_within(tmp_path / "ab", tmp_path / "a")
 
 
 def test_read_image_names_a_corrupt_file(tree):

@@ -174,7 +174,7 @@ def test_predict_refuses_a_non_empty_output_and_an_output_inside_the_images(trai
     (tmp_path / "taken" / "file").write_text("x")
     with pytest.raises(OutputExistsError, match="not empty"):
         prediction.predict_folder(predictor, folder, tmp_path / "taken", NAMES, COLORS, progress=False)
-    with pytest.raises(OutputExistsError, match="inside the image folder"):
+    with pytest.raises(OutputExistsError, match="inside the input folder"):
         prediction.predict_folder(predictor, folder, os.path.join(folder, "out"), NAMES, COLORS, progress=False)
 
 

@@ -1,5 +1,5 @@
 """segzoo.time_budget: epochs chosen from the measured step time, the schedule shortened to match,
-re-planned when epochs run slower, and the budget kept in a real training run."""
+re-planned when epochs run slower or faster, and the budget kept in a real training run."""
 
 import time
 
@@ -81,6 +81,38 @@ def test_slower_epochs_shorten_the_plan_again(clock):
         assert not callback.model.stop_training
         run_epoch(callback, clock, epoch, 10, 3.0)
     assert callback.model.stop_training and clock.now <= 200
+
+
+def test_a_busy_start_does_not_cut_the_run_for_good(clock):
+    schedule = WarmupDecay(1e-3, total_steps=1000)
+    callback = TimeBudget(300, steps_per_epoch=10, validation_steps=0, max_epochs=100, schedule=schedule)
+    callback.set_model(FakeModel())
+    callback.on_train_begin()
+    run_epoch(callback, clock, 0, 10, 3.0, first_step_seconds=10.0)  # a busy machine: 30 s an epoch
+    assert callback.chosen_epochs == 1 + 8  # t=37: 263 s left, less 10 s to rebuild
+    run_epoch(callback, clock, 1, 10, 1.0, first_step_seconds=10.0)  # the rebuild; the machine is free now
+    run_epoch(callback, clock, 2, 10, 1.0)  # 10 s an epoch at t=66: 22 more fit, one is kept as slack
+    assert callback.chosen_epochs == 24 and schedule.total_steps == 240 and callback.model.rebuilt == 2
+    run_epoch(callback, clock, 3, 10, 1.0, first_step_seconds=10.0)
+    for epoch in range(4, 24):
+        assert not callback.model.stop_training and callback.chosen_epochs == 24
+        run_epoch(callback, clock, epoch, 10, 1.0)
+    assert callback.model.stop_training and clock.now <= 300 and callback.model.rebuilt == 2
+
+
+def test_the_plan_does_not_grow_in_its_second_half_or_without_a_schedule(clock):
+    for schedule, busy_epochs in ((WarmupDecay(1e-3, total_steps=1000), 6), (None, 1)):
+        callback = TimeBudget(300, steps_per_epoch=10, validation_steps=0, max_epochs=100, schedule=schedule)
+        callback.set_model(FakeModel())
+        callback.on_train_begin()
+        run_epoch(callback, clock, 0, 10, 3.0, first_step_seconds=10.0)
+        chosen = callback.chosen_epochs
+        for epoch in range(1, busy_epochs):
+            run_epoch(callback, clock, epoch, 10, 3.0)
+        for epoch in range(busy_epochs, busy_epochs + 3):  # faster now, but past half the plan, or no schedule
+            run_epoch(callback, clock, epoch, 10, 1.0)
+        assert callback.chosen_epochs == chosen
+        clock.now = 0.0
 
 
 def test_a_budget_that_only_fits_one_epoch(clock):

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from segzoo.constants import BACKGROUND_ID, IGNORE_INDEX
 from segzoo.data.folder import FolderWriter, list_files, augmented_id
-from segzoo.data.io import IMAGE_EXTENSIONS, DataError, is_within, read_image, write_image
+from segzoo.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
 from segzoo.data.overlay import overlay_label
 from segzoo.files import atomic_write, check_output_folder
 from segzoo.settings import config_field as _field
@@ -393,19 +393,12 @@ def _list_backgrounds(bg_path, config):
     return backgrounds
 
 
-def _check_output_dir(dataset, output_dir, bg_path, overwrite):
-    """Refuse an output folder that overlaps an input (replacing it would destroy it), or that is taken."""
+def _input_folders(dataset, bg_path):
+    """The folders that augmenting ``dataset`` reads: those of its images and labels, and ``bg_path``."""
     label_path = getattr(dataset, "label_path", None)
     paths = [dataset.image_path(i) for i in dataset.ids]
     paths += [p for p in map(label_path, dataset.ids) if p is not None] if label_path else []
-    for source_dir in sorted({os.path.dirname(p) for p in paths}):
-        if is_within(source_dir, output_dir) or is_within(output_dir, source_dir):
-            raise DataError(f"{output_dir}: the output folder overlaps the source's folder {source_dir}. "
-                            f"Write the augmented dataset to a separate folder.")
-    if bg_path is not None and (is_within(bg_path, output_dir) or is_within(output_dir, bg_path)):
-        raise DataError(f"{output_dir}: the output folder overlaps the background folder (bg_path) {bg_path}. "
-                        f"Write the augmented dataset to a separate folder.")
-    check_output_folder(output_dir, overwrite=overwrite)
+    return [*sorted({os.path.dirname(p) for p in paths}), bg_path]
 
 
 def _with_copies(item_id, copies):
@@ -487,16 +480,17 @@ def augment_dataset(dataset, output_dir, config: AugmentConfig | None = None, bg
         ``output_dir``.
 
     Raises:
-        OutputExistsError: the output folder is a file, or not empty without
-            ``overwrite`` (nothing is written).
-        DataError: an output overlapping the source or ``bg_path``, ``bg_path``
-            missing or without images, ids that would collide, or bad items (named).
+        OutputExistsError: the output folder is a file, inside or around the
+            source's folders or ``bg_path``, or not empty without ``overwrite``
+            (nothing is written).
+        DataError: ``bg_path`` missing or without images, ids that would
+            collide, or bad items (named).
         ValueError: ``bg_path`` and ``config.background_prob`` disagree.
     """
     config = AugmentConfig() if config is None else config
     output_dir = os.fspath(output_dir)
     backgrounds = _list_backgrounds(bg_path, config)
-    _check_output_dir(dataset, output_dir, bg_path, overwrite)
+    check_output_folder(output_dir, overwrite=overwrite, input_folders=_input_folders(dataset, bg_path))
     _check_output_ids(dataset, config.copies)
     subsets = {name: [out for item_id in ids for out in _with_copies(item_id, config.copies)]
                for name, ids in dataset.subsets().items()}

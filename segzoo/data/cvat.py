@@ -39,7 +39,7 @@ from segzoo.data.folder import (
 )
 from segzoo.data.io import (
     IMAGE_EXTENSIONS, DataError, FolderFiles, decode_color_mask, decode_image, exif_orientation, find_root,
-    is_within, open_files,
+    open_files,
 )
 
 logger = logging.getLogger(__name__)
@@ -330,10 +330,8 @@ def import_cvat(path, output_dir, images=None, binary=False, overwrite=False) ->
     Returns:
         ``output_dir`` as a string.
     """
-    output_dir = check_output_folder(output_dir, overwrite=overwrite)
-    for source in (path, images):
-        if source is not None and os.path.isdir(source) and is_within(output_dir, source):
-            raise DataError(f"{output_dir}: inside {os.fspath(source)}, which is only read. Choose another folder.")
+    output_dir = check_output_folder(output_dir, (path,), overwrite, input_folders=[
+        source for source in (path, images) if source is not None and os.path.isdir(source)])
     parent = os.path.dirname(output_dir)
     with read_cvat(path, images=images, binary=binary) as dataset:
         os.makedirs(parent, exist_ok=True)

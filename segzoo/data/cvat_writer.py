@@ -97,11 +97,11 @@ class CvatWriter:
     """
 
     def __init__(self, path, class_names, colors, overwrite=False):
-        from segzoo.errors import OutputExistsError, option
+        from segzoo.errors import OutputExistsError, switch
 
         self.path = os.path.abspath(os.fspath(path))
         if os.path.exists(self.path) and not overwrite:
-            raise OutputExistsError(f"{self.path}: already exists. Choose another name or pass {option('overwrite')}.")
+            raise OutputExistsError(f"{self.path}: already exists. Choose another name or pass {switch('overwrite')}.")
         self.class_names = list(class_names)
         self.colors = [(0, 0, 0)] + [tuple(int(c) for c in color) for color in colors[1:]]
         validate_classes(self.class_names, self.colors, f"{self.path}: the model's classes")

@@ -73,12 +73,6 @@ def decode_text(data: bytes, source: str) -> str:
         raise DataError(f"{source}: not UTF-8 text ({error}). Save it as UTF-8.") from error
 
 
-def is_within(path, folder) -> bool:
-    """Whether ``path`` is ``folder`` or lies below it, links resolved."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
-
-
 def open_zip(path) -> zipfile.ZipFile:
     """Open a zip archive whose members will be read in memory, after checking every name.
 

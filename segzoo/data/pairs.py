@@ -60,11 +60,11 @@ from segzoo.constants import IGNORE_INDEX
 from segzoo.data.cvat import ColorTable
 from segzoo.data.folder import FolderWriter, check_same_size, list_files, validate_classes
 from segzoo.data.io import (
-    IMAGE_EXTENSIONS, DataError, decode_image, decode_mask, decode_text, exif_orientation, is_within, read_bytes,
+    IMAGE_EXTENSIONS, DataError, decode_image, decode_mask, decode_text, exif_orientation, read_bytes,
 )
 from segzoo.data.overlay import voc_palette
-from segzoo.errors import OutputExistsError, option
-from segzoo.files import atomic_write, check_output
+from segzoo.errors import option, switch
+from segzoo.files import atomic_write, check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def import_pairs(images, labels, output, class_names, ignore_values=(), label_va
     validate_classes(list(class_names), palette, option("class_names"))
     mapping = _LabelMap(len(class_names), label_values, ignore_values, colors)
     split_files = dict(splits or {})
-    output = _check_output(output, (images, labels), split_files.values(), overwrite)
+    output = check_output_folder(output, split_files.values(), overwrite, input_folders=(images, labels))
     items, skipped = _find_pairs(images, labels, label_suffixes, allow_unlabelled)
     ids = _item_ids(items)
     subsets = (_read_split_lists(split_files, items, ids, skipped) if split_files else _split_folders(items, ids))
@@ -183,18 +183,6 @@ def _folder(path, name) -> str:
     if not os.path.isdir(path):
         raise DataError(f"{path}: no such folder ({option(name)}).")
     return path
-
-
-def _check_output(output, folders, files, overwrite) -> str:
-    """The absolute output folder, refused when it exists (without ``overwrite``), is an input, or holds or lies
-    in one of the input ``folders``."""
-    output = check_output(output, (*folders, *files), overwrite)
-    for source in folders:
-        if is_within(output, source) or is_within(source, output):
-            where = "inside" if is_within(output, source) else "around"
-            raise OutputExistsError(f"{output}: the {option('output')} folder is {where} the input {source}; "
-                                    f"writing it would read or delete the input. Choose another {option('output')}.")
-    return output
 
 
 class _LabelMap:
@@ -428,7 +416,7 @@ def _refuse_unpaired(images, labels, unmatched, unused, suffixes, allow_unlabell
             + "\n  ".join(f"{item.image} ({why})" for item, why in unmatched[:_SHOWN])
             + ("\n  ..." if len(unmatched) > _SHOWN else "")
             + f"\nAdd the masks, set {option('label_suffixes')} (now {suffix_list}), or pass "
-              f"{option('allow_unlabelled')} to leave these images out.")
+              f"{switch('allow_unlabelled')} to leave these images out.")
 
 
 def _item_ids(items) -> list[str]:
