@@ -33,6 +33,10 @@ class OutputNotWritableError(SegzooError, PermissionError):
     """An output folder that cannot be written (checked before the work starts)."""
 
 
+class DownloadError(SegzooError, OSError):
+    """A file that segzoo downloads on first use (pretrained weights) that could not be downloaded."""
+
+
 def option(name: str, value=None) -> str:
     """How a message names the option ``name`` (set to ``value`` when given): ``--name [value]`` under
     the command line, else ``name=`` (or ``name='value'``)."""

@@ -85,9 +85,10 @@ def from_name(name, num_classes=REPORT_CLASSES, input_shape=(None, None, 3), wei
         input_shape: ``(H, W, 3)``; ``None`` for sizes chosen at run time.
             Heights and widths must be multiples of ``model.size_divisor``.
         weights: ``None`` (random initialisation), ``"imagenet"`` (ImageNet-pretrained
-            backbone, downloaded and cached by Keras on first use; DDRNet presets read
-            the authors' checkpoint converted once, see :mod:`segzoo.weights`), or the
-            path of a ``.weights.h5`` file saved from the same preset and ``num_classes``.
+            backbone, downloaded and cached on first use; DDRNet and PIDNet presets
+            convert the downloaded checkpoint once, ``ddrnet39`` needs the authors' file
+            converted by hand, see :mod:`segzoo.weights`), or the path of a
+            ``.weights.h5`` file saved from the same preset and ``num_classes``.
         **overrides: constructor arguments of the preset's head (and
             ``aux_loss_weight``), to vary a preset without writing a new one.
 
@@ -124,11 +125,10 @@ def _ddrnet_builder(variant, head_channels):
         head = DDRNetHead(num_classes, **head_args, name="head")
         aux_head = DDRNetSegmentHead(num_classes, head_args["head_channels"], feature_key="high_stage3",
                                      name="aux_head")
-        if weights == "imagenet":  # converted once from the authors' checkpoint, see segzoo.weights
-            from segzoo.backbones.ddrnet_weights import OFFICIAL_CHECKPOINTS, REPOSITORY
-            from segzoo.backbones.pretrained import load_imagenet_weights
+        if weights == "imagenet":  # downloaded or converted once, then cached: see segzoo.weights
+            from segzoo.weights import load_imagenet_weights  # imports this registry: here, not at the top
 
-            load_imagenet_weights(backbone, variant, OFFICIAL_CHECKPOINTS[variant].get("imagenet"), REPOSITORY)
+            load_imagenet_weights(backbone, variant)
         return SegmentationModel(backbone, head, aux_head=aux_head, aux_loss_weight=aux_loss_weight,
                                  name=variant)
 
@@ -198,11 +198,10 @@ def _pidnet_builder(variant, ppm_channels, head_channels, ppm, fusion):
             "boundary": TrainingHead(boundary_head, [(BoundaryLoss(), boundary_loss_weight),
                                                      (BoundaryAwarenessLoss(semantic), boundary_awareness_weight)]),
         }
-        if weights == "imagenet":  # converted once from the authors' checkpoint, see segzoo.weights
-            from segzoo.backbones.pidnet_weights import OFFICIAL_CHECKPOINTS, REPOSITORY
-            from segzoo.backbones.pretrained import load_imagenet_weights
+        if weights == "imagenet":  # downloaded or converted once, then cached: see segzoo.weights
+            from segzoo.weights import load_imagenet_weights  # imports this registry: here, not at the top
 
-            load_imagenet_weights(backbone, variant, OFFICIAL_CHECKPOINTS[variant]["imagenet"], REPOSITORY)
+            load_imagenet_weights(backbone, variant)
         return SegmentationModel(backbone, head, training_heads=training_heads, name=variant)
 
     return build

@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 
+import keras
 import pytest
 
 from segzoo.cli import add_dataclass_arguments, dataclass_from_args
@@ -100,6 +101,20 @@ def test_an_export_without_images_names_the_flag(sample, tmp_path, capsys):
     status, _, err = segzoo(["train", "--data", sample.export, "--checkpoint_dir", str(tmp_path / "run")], capsys)
     assert_one_message(status, err, "--images", "Save images")
     assert "images=" not in err
+
+
+def test_the_default_weights_offline_are_one_message_with_the_way_out(sample, tmp_path, monkeypatch, capsys):
+    """Default preset (ddrnet23_slim) and weights (imagenet), no cached trunk, no internet."""
+    def offline(fname, origin, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("SEGZOO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    status, _, err = segzoo(["train", "--data", sample.export, "--images", sample.images,
+                             "--checkpoint_dir", str(tmp_path / "run")], capsys)
+    assert "Importing CVAT export" in err  # the data comes first, with its progress bar
+    assert_one_message(status, err[err.index("segzoo train: error"):], "download.openmmlab.com", "--weights none",
+                       str(tmp_path / "weights" / "downloads" / "ddrnet23s-in1kpre_3rdparty-1ccac5b1.pth"))
 
 
 def test_a_wrong_folder_is_one_message(tmp_path, capsys):

@@ -329,6 +329,56 @@ def test_imagenet_trunk_and_mismatches(tmp_path, monkeypatch, caplog):
         convert_pidnet(trunk, "ddrnet23_slim", num_classes=3)
 
 
+#: The authors' module -> MMSegmentation's (mmseg/models/backbones/pidnet.py), written out here by hand.
+MMSEG_NAMES = {"conv1.0": "stem.0.conv", "conv1.1": "stem.0.bn", "conv1.3": "stem.1.conv", "conv1.4": "stem.1.bn",
+               "layer1": "stem.2", "layer2": "stem.4", "layer3": "i_branch_layers.0", "layer4": "i_branch_layers.1",
+               "layer5": "i_branch_layers.2", "layer3_": "p_branch_layers.0", "layer4_": "p_branch_layers.1",
+               "layer5_": "p_branch_layers.2", "compression3.0": "compression_1.conv",
+               "compression3.1": "compression_1.bn", "compression4.0": "compression_2.conv",
+               "compression4.1": "compression_2.bn", "pag3.f_x.0": "pag_1.f_p.conv", "pag3.f_x.1": "pag_1.f_p.bn",
+               "pag3.f_y.0": "pag_1.f_i.conv", "pag3.f_y.1": "pag_1.f_i.bn", "pag4.f_x.0": "pag_2.f_p.conv",
+               "pag4.f_x.1": "pag_2.f_p.bn", "pag4.f_y.0": "pag_2.f_i.conv", "pag4.f_y.1": "pag_2.f_i.bn"}
+BLOCK_PARTS = {"conv1": ["conv1", "conv"], "bn1": ["conv1", "bn"], "conv2": ["conv2", "conv"], "bn2": ["conv2", "bn"],
+               "conv3": ["conv3", "conv"], "bn3": ["conv3", "bn"]}
+
+
+def mmseg_trunk(reference):
+    """What MMSegmentation's PIDNet ImageNet files hold, in its names: the stem and the I and P branches
+    (no D branch, no heads), ConvModules as ``.conv``/``.bn``, block shortcuts as ConvModules."""
+    mmseg = {}
+    for key, value in reference.state_dict().items():
+        parts = key.split(".")
+        width = next((w for w in (3, 2, 1) if ".".join(parts[:w]) in MMSEG_NAMES), None)
+        if width is None:
+            continue  # the D branch and the heads
+        rest = parts[width:]
+        if len(rest) == 3 and rest[1] in BLOCK_PARTS:  # block index, convN or bnN, parameter
+            rest = [rest[0], *BLOCK_PARTS[rest[1]], rest[2]]
+        elif len(rest) == 4 and rest[1] == "downsample":
+            rest = [rest[0], "downsample", ("conv", "bn")[int(rest[2])], rest[3]]
+        mmseg[".".join([MMSEG_NAMES[".".join(parts[:width])], *rest])] = value.numpy()
+    return mmseg
+
+
+def test_mmseg_imagenet_trunk_loads_with_the_d_branch_left_at_initialisation(caplog):
+    reference = official_model("pidnet_s", num_classes=5)
+    state = mmseg_trunk(reference)
+    # The published pidnet-s_imagenet1k file holds 302 tensors of 6,456,274 values: this layout.
+    assert len(state) == 302 and sum(v.size for v in state.values()) == 6456274
+    with caplog.at_level(logging.INFO, logger="segzoo.weights"):
+        model = convert_pidnet({"backbone." + k: v for k, v in state.items()}, "pidnet_s", num_classes=3)
+    assert "layer3_d and layer4_d and layer5_d and diff3 and diff4 not in the checkpoint" in caplog.text
+    images = random_images(1, 64, 64)
+    x = torch.from_numpy(((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32"))
+    with torch.no_grad():
+        expected = reference.layer5_(F.relu(reference.pag4(*_p_branch(reference, x))))
+    actual = keras.ops.convert_to_numpy(model.backbone(images)["p"])
+    assert relative_error(actual, expected.numpy().transpose(0, 2, 3, 1)) < 1e-4
+    del state["pag_1.f_i.bn.running_var"]
+    with pytest.raises(CheckpointError, match=r"pag3.f_y.1.running_var.*MMSegmentation PIDNet trunk"):
+        convert_pidnet(state, "pidnet_s", num_classes=3)
+
+
 def _p_branch(model, x):
     """The P branch and compression4 of the I branch before pag4 (official forward, up to there)."""
     x = F.relu(model.layer2(F.relu(model.layer1(model.conv1(x)))))

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 import pickle
+import shutil
 import zipfile
 
 import keras
@@ -20,7 +21,9 @@ import numpy as np
 import pytest
 
 from harness import REPO_ROOT, random_images
-from segzoo import presets, weights
+from segzoo import errors, presets, weights
+from segzoo.backbones import ddrnet_weights
+from segzoo.files import file_digest
 from segzoo.weights import CheckpointError, convert_ddrnet, load_torch_checkpoint
 
 torch = pytest.importorskip("torch")
@@ -340,7 +343,9 @@ def test_trunk_checkpoint_loads_into_a_new_head(slim_official, caplog):
 
 
 def test_imagenet_weights_are_found_in_the_cache_or_explained(slim_official, tmp_path, monkeypatch):
+    """Without a download (as for ddrnet39), the authors' file is converted by hand."""
     monkeypatch.setenv("SEGZOO_WEIGHTS_DIR", str(tmp_path / "cache"))
+    monkeypatch.delitem(weights.IMAGENET_DOWNLOADS, "ddrnet23_slim")
     with pytest.raises(FileNotFoundError) as error:
         presets.from_name("ddrnet23_slim", weights="imagenet")
     message = str(error.value)
@@ -360,6 +365,105 @@ def test_imagenet_weights_are_found_in_the_cache_or_explained(slim_official, tmp
     model = presets.from_name("ddrnet23_slim", num_classes=5, weights="imagenet")
     images = random_images(1, 64, 64)
     assert_relative_error_below(run_segzoo(model, images)["high"], run_official(slim_official, images)["high"])
+
+
+# --- weights="imagenet" downloads MMSegmentation's conversion of the authors' file -----------------
+
+#: The authors' module -> MMSegmentation's (mmseg/models/backbones/ddrnet.py), written out here by hand.
+MMSEG_NAMES = {"conv1.0": "stem.0.conv", "conv1.1": "stem.0.bn", "conv1.3": "stem.1.conv", "conv1.4": "stem.1.bn",
+               "layer1": "stem.2", "layer2": "stem.4", "layer3": "context_branch_layers.0",
+               "layer4": "context_branch_layers.1", "layer5": "context_branch_layers.2",
+               "layer3_": "spatial_branch_layers.0", "layer4_": "spatial_branch_layers.1",
+               "layer5_": "spatial_branch_layers.2", "compression3.0": "compression_1.conv",
+               "compression3.1": "compression_1.bn", "compression4.0": "compression_2.conv",
+               "compression4.1": "compression_2.bn", "down3.0": "down_1.conv", "down3.1": "down_1.bn",
+               "down4.0": "down_2.0.conv", "down4.1": "down_2.0.bn", "down4.3": "down_2.1.conv",
+               "down4.4": "down_2.1.bn"}
+
+
+def mmseg_trunk(reference):
+    """The trunk of ``reference`` as MMSegmentation's DDRNet names and builds it: ConvModules
+    (``convN.conv``/``convN.bn`` in blocks), bias-free stem convolutions (their bias folded into the
+    batch-norm means that follow), no classifier and no heads."""
+    official = {k: v.copy() for k, v in numpy_state(reference).items()
+                if not k.startswith(("spp.", "final_layer.", "seghead_extra."))}
+    for conv, norm in (("conv1.0", "conv1.1"), ("conv1.3", "conv1.4")):
+        official[f"{norm}.running_mean"] -= official.pop(f"{conv}.bias")
+    mmseg = {}
+    for key, value in official.items():
+        parts = key.split(".")
+        width = 2 if ".".join(parts[:2]) in MMSEG_NAMES else 1
+        module, rest = MMSEG_NAMES[".".join(parts[:width])], parts[width:]
+        if len(rest) == 3 and rest[1][:-1] in ("conv", "bn"):  # block index, convN or bnN, parameter
+            rest = [rest[0], f"conv{rest[1][-1]}", rest[1][:-1], rest[2]]
+        mmseg[".".join([module, *rest])] = value
+    return mmseg
+
+
+@pytest.fixture
+def served_trunk(slim_official, tmp_path, monkeypatch):
+    """ddrnet23_slim's download pointed at a local file in MMSegmentation's layout, named the OpenMMLab
+    way (the first 8 hex digits of its SHA-256); the weights cache in ``tmp_path``. Returns the file."""
+    monkeypatch.setenv("SEGZOO_WEIGHTS_DIR", str(tmp_path / "cache"))
+    server = tmp_path / "server"
+    server.mkdir()
+    staged = server / "staged.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in mmseg_trunk(slim_official).items()}, staged)
+    digest = file_digest(staged)
+    published = staged.rename(server / f"ddrnet23s-in1kpre_3rdparty-{digest[:8]}.pth")
+    monkeypatch.setitem(weights.IMAGENET_DOWNLOADS, "ddrnet23_slim", (published.as_uri(), digest[:8]))
+    return published
+
+
+def test_imagenet_weights_download_once_and_give_the_official_trunk(slim_official, served_trunk, tmp_path):
+    assert sorted(weights.IMAGENET_DOWNLOADS) == ["ddrnet23", "ddrnet23_slim", "pidnet_l", "pidnet_m", "pidnet_s"]
+    model = presets.from_name("ddrnet23_slim", num_classes=3, weights="imagenet")
+    images = random_images(1, 64, 64)
+    expected, actual = run_official(slim_official, images), run_segzoo(model, images)
+    for key in ("high", "low", "high_stage3"):
+        assert_relative_error_below(actual[key], expected[key], what=key)
+    assert os.path.isfile(weights.imagenet_download_path("ddrnet23_slim"))
+    cached = weights.imagenet_weights_path("ddrnet23_slim")
+    assert cached.startswith(str(tmp_path / "cache")) and os.path.isfile(cached)
+    # Converted once: without the server and the download, the cache still serves the trunk.
+    served_trunk.unlink()
+    os.remove(weights.imagenet_download_path("ddrnet23_slim"))
+    again = presets.from_name("ddrnet23_slim", num_classes=3, weights="imagenet")
+    np.testing.assert_array_equal(run_segzoo(again, images)["high"], actual["high"])
+
+
+def test_a_download_with_another_checksum_is_deleted_and_refused(served_trunk, monkeypatch):
+    monkeypatch.setitem(weights.IMAGENET_DOWNLOADS, "ddrnet23_slim", (served_trunk.as_uri(), "00000000"))
+    with pytest.raises(CheckpointError, match="is not the published 00000000") as error:
+        presets.from_name("ddrnet23_slim", weights="imagenet")
+    assert "was deleted" in str(error.value)
+    assert not os.path.exists(weights.imagenet_download_path("ddrnet23_slim"))
+    assert not os.path.exists(weights.imagenet_weights_path("ddrnet23_slim"))
+
+
+def test_offline_says_where_to_put_the_download_and_how_to_train_without_it(served_trunk, monkeypatch):
+    unreachable = served_trunk.parent / "unreachable" / served_trunk.name
+    monkeypatch.setitem(weights.IMAGENET_DOWNLOADS, "ddrnet23_slim",
+                        (unreachable.as_uri(), weights.IMAGENET_DOWNLOADS["ddrnet23_slim"][1]))
+    with pytest.raises(errors.DownloadError) as error:
+        presets.from_name("ddrnet23_slim", weights="imagenet")
+    target = weights.imagenet_download_path("ddrnet23_slim")
+    message = str(error.value)
+    assert target in message and "weights='none'" in message and "SEGZOO_WEIGHTS_DIR" in message
+    # Put there by hand, the file is checked and converted; nothing is downloaded.
+    shutil.copy(served_trunk, target)
+    assert presets.from_name("ddrnet23_slim", weights="imagenet").num_classes == 2
+    assert os.path.isfile(weights.imagenet_weights_path("ddrnet23_slim"))
+
+
+def test_mmseg_names_map_onto_every_trunk_parameter(slim_official):
+    state = mmseg_trunk(slim_official)
+    state["backbone.spp.scales.0.1.conv.weight"] = np.zeros((128, 512, 1, 1), "float32")  # another DAPPM layout
+    renamed = ddrnet_weights.from_mmseg({("backbone." + k if not k.startswith("backbone.") else k): v
+                                         for k, v in state.items()})
+    official = {k for k in numpy_state(slim_official) if not k.startswith(("spp.", "final_layer.", "seghead_extra."))}
+    assert set(renamed) == official
+    np.testing.assert_array_equal(renamed["conv1.0.bias"], np.zeros(32, "float32"))
 
 
 # --- Reading .pth files ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import keras
 
+from segzoo.errors import DownloadError
 from segzoo.keras_internals import keras_home
 
 
@@ -60,7 +61,7 @@ class WeightsFile:
         """Path of the file in Keras's cache, downloaded on first use as ``keras.applications`` does.
 
         Raises:
-            OSError: the file is not cached and cannot be downloaded (offline,
+            DownloadError: the file is not cached and cannot be downloaded (offline,
                 for instance); the message says where to place it by hand.
         """
         try:
@@ -68,7 +69,7 @@ class WeightsFile:
                                         file_hash=self.file_hash)
         except Exception as error:  # get_file raises a bare Exception on URL failures.
             cache_path = os.path.join(os.path.expanduser(keras_home()), "models", self.file_name)
-            raise OSError(
+            raise DownloadError(
                 f"{backbone_name}: could not get the ImageNet weights file {self.file_name!r} "
                 f"({error}). Without internet, download {self.origin} (md5 {self.file_hash}) on "
                 f"another machine and place it by hand at {cache_path} (Keras's cache, "

@@ -2,8 +2,8 @@
 
 DDRNet and PIDNet trunks are not in ``keras.applications``: their ImageNet
 weights are the authors' PyTorch checkpoints, converted once by
-:func:`segzoo.weights.install_imagenet_weights` (``examples/convert_ddrnet.py
---imagenet``) into ``$SEGZOO_WEIGHTS_DIR/<preset>_imagenet.weights.h5``
+:func:`segzoo.weights.install_imagenet_weights` (``segzoo convert ... --imagenet``,
+or by itself after the download of :func:`segzoo.weights.load_imagenet_weights`) into ``$SEGZOO_WEIGHTS_DIR/<preset>_imagenet.weights.h5``
 (default directory ``$KERAS_HOME/segzoo``, i.e. ``~/.keras/segzoo``). This
 module only finds and loads those files, so the preset registry can use it
 without importing the converters (which build models from the registry).

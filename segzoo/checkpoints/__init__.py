@@ -7,8 +7,8 @@ its backbone (``segzoo/backbones/<family>_weights.py``); the conversion entry
 points are in :mod:`segzoo.weights`. Nothing here imports the preset registry.
 """
 
-from segzoo.checkpoints.mapping import assign_state, official_module_name, sublayer_paths
+from segzoo.checkpoints.mapping import assign_state, official_module_name, rename_mmseg, sublayer_paths
 from segzoo.checkpoints.torch_file import CheckpointError, load_torch_checkpoint, read_state, state_dict
 
 __all__ = ["CheckpointError", "assign_state", "load_torch_checkpoint", "official_module_name", "read_state",
-           "state_dict", "sublayer_paths"]
+           "rename_mmseg", "state_dict", "sublayer_paths"]

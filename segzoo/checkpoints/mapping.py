@@ -7,9 +7,13 @@ assigns everything or nothing. Parameter names: convolutions ``weight`` (OIHW
 -> Keras HWIO ``kernel``) and ``bias``; batch norm ``weight``/``bias``/
 ``running_mean``/``running_var`` -> ``gamma``/``beta``/``moving_mean``/
 ``moving_variance``; ``num_batches_tracked`` is ignored.
+
+MMSegmentation's conversions of the authors' files name the same parameters after
+MMSegmentation's modules; :func:`rename_mmseg` maps them back by a family's table.
 """
 
 import logging
+import re
 
 import keras
 import numpy as np
@@ -18,6 +22,12 @@ from segzoo import keras_internals
 from segzoo.checkpoints.torch_file import CheckpointError
 
 logger = logging.getLogger("segzoo.weights")
+
+#: Inside a residual block, MMSegmentation's ConvModules ``convN.conv`` / ``convN.bn`` are the authors'
+#: ``convN`` / ``bnN``, and a ConvModule shortcut ``downsample.conv`` / ``downsample.bn`` is ``downsample.0`` / ``.1``.
+_MMSEG_BLOCK_PARTS = ((re.compile(r"\.conv(\d)\.conv\."), r".conv\1."), (re.compile(r"\.conv(\d)\.bn\."), r".bn\1."),
+                      (re.compile(r"\.downsample\.conv\."), ".downsample.0."),
+                      (re.compile(r"\.downsample\.bn\."), ".downsample.1."))
 
 #: PyTorch OIHW convolution weights -> Keras HWIO kernels.
 _OIHW_TO_HWIO = (2, 3, 1, 0)
@@ -150,3 +160,47 @@ def num_classes_of(state, key, source, head):
         raise CheckpointError(f"{source} has no segmentation head ({head}.*): an ImageNet trunk. "
                               f"Pass num_classes for the new head.")
     return int(state[key].shape[0])
+
+
+def rename_mmseg(state, modules, *, left_out=(), biased_convs=(), source="checkpoint"):
+    """An MMSegmentation backbone state dict, renamed to the authors' parameter names.
+
+    A ``backbone.`` prefix is removed. Each key under a module of ``modules``
+    (longest match first) gets the authors' module path, and inside it the block
+    parts of :data:`_MMSEG_BLOCK_PARTS` their names. Keys under ``left_out`` (heads
+    and modules laid out differently) are dropped, with an INFO log line; any other
+    key is kept as it is, so that :func:`assign_state` lists it.
+
+    Args:
+        state: ``{MMSegmentation key: numpy array}``.
+        modules: ``{MMSegmentation module path: the authors' module path}``.
+        left_out: MMSegmentation key prefixes that are not read (e.g. ``"decode_head."``).
+        biased_convs: the authors' convolutions that have a bias where MMSegmentation's
+            ConvModule (followed by a batch norm) may have none: a missing bias is zero,
+            which is what the bias-free convolution computes.
+        source: how to name the checkpoint in messages.
+
+    Returns:
+        ``{official key: numpy array}``.
+    """
+    by_length = sorted(modules, key=len, reverse=True)
+    renamed, dropped = {}, []
+    for key, value in state.items():
+        key = key.removeprefix("backbone.")
+        if key.startswith(tuple(left_out)):
+            dropped.append(key)
+            continue
+        module = next((m for m in by_length if key.startswith(m + ".")), None)
+        if module is not None:
+            key = modules[module] + key[len(module):]
+            for pattern, replacement in _MMSEG_BLOCK_PARTS:
+                key = pattern.sub(replacement, key)
+        renamed[key] = value
+    for conv in biased_convs:
+        weight = renamed.get(f"{conv}.weight")
+        if weight is not None:
+            renamed.setdefault(f"{conv}.bias", np.zeros(weight.shape[0], weight.dtype))
+    if dropped:
+        logger.info("%s: MMSegmentation keys outside the trunk not read (%d): %s.", source, len(dropped),
+                    _list(dropped, limit=5))
+    return renamed

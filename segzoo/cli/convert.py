@@ -1,9 +1,11 @@
 """Convert an official DDRNet (github.com/ydhongHIT/DDRNet) or PIDNet (github.com/XuJiacong/PIDNet)
 checkpoint to segzoo weights.
 
-ImageNet trunk, cached where presets.from_name(..., weights="imagenet") looks::
+ImageNet trunk, cached where presets.from_name(..., weights="imagenet") looks (for
+DDRNet-23-slim, DDRNet-23 and PIDNet that happens by itself on first use, from a download;
+the authors' files and MMSegmentation's conversions are both read)::
 
-    segzoo convert DDRNet23s_imagenet.pth --preset ddrnet23_slim --imagenet
+    segzoo convert DDRNet39_imagenet.pth --preset ddrnet39 --imagenet
     segzoo convert PIDNet_S_ImageNet.pth.tar --preset pidnet_s --imagenet
 
 A segmentation checkpoint (e.g. Cityscapes, 19 classes) to a .weights.h5 file::
