@@ -125,12 +125,13 @@ def _ddrnet_builder(variant, head_channels):
         head = DDRNetHead(num_classes, **head_args, name="head")
         aux_head = DDRNetSegmentHead(num_classes, head_args["head_channels"], feature_key="high_stage3",
                                      name="aux_head")
-        if weights == "imagenet":  # downloaded or converted once, then cached: see segzoo.weights
-            from segzoo.weights import load_imagenet_weights  # imports this registry: here, not at the top
+        model = SegmentationModel(backbone, head, aux_head=aux_head, aux_loss_weight=aux_loss_weight, name=variant)
+        if weights == "imagenet":  # downloaded and converted once, then cached
+            from segzoo.backbones import ddrnet_weights
+            from segzoo.backbones.pretrained import load_imagenet_weights
 
-            load_imagenet_weights(backbone, variant)
-        return SegmentationModel(backbone, head, aux_head=aux_head, aux_loss_weight=aux_loss_weight,
-                                 name=variant)
+            load_imagenet_weights(model, variant, ddrnet_weights)
+        return model
 
     return build
 
@@ -198,11 +199,13 @@ def _pidnet_builder(variant, ppm_channels, head_channels, ppm, fusion):
             "boundary": TrainingHead(boundary_head, [(BoundaryLoss(), boundary_loss_weight),
                                                      (BoundaryAwarenessLoss(semantic), boundary_awareness_weight)]),
         }
-        if weights == "imagenet":  # downloaded or converted once, then cached: see segzoo.weights
-            from segzoo.weights import load_imagenet_weights  # imports this registry: here, not at the top
+        model = SegmentationModel(backbone, head, training_heads=training_heads, name=variant)
+        if weights == "imagenet":  # downloaded and converted once, then cached
+            from segzoo.backbones import pidnet_weights
+            from segzoo.backbones.pretrained import load_imagenet_weights
 
-            load_imagenet_weights(backbone, variant)
-        return SegmentationModel(backbone, head, training_heads=training_heads, name=variant)
+            load_imagenet_weights(model, variant, pidnet_weights)
+        return model
 
     return build
 

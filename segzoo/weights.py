@@ -8,7 +8,7 @@ The pieces live where they belong; this module is the entry point that joins the
   :mod:`segzoo.backbones.ddrnet_weights` (github.com/ydhongHIT/DDRNet),
   :mod:`segzoo.backbones.pidnet_weights` (github.com/XuJiacong/PIDNet);
 - the cache of converted ImageNet trunks that ``from_name(..., weights="imagenet")``
-  reads: :mod:`segzoo.backbones.pretrained`.
+  reads, and the downloads that fill it: :mod:`segzoo.backbones.pretrained`.
 
 This module imports the preset registry (a conversion builds the preset's
 model); the registry imports none of this module, so there is no import cycle.
@@ -29,26 +29,23 @@ Converted ImageNet trunks live in :func:`imagenet_weights_path`:
 ``$KERAS_HOME/segzoo/`` (``~/.keras/segzoo/``). For DDRNet-23-slim, DDRNet-23 and
 PIDNet-S/M/L, ``presets.from_name(..., weights="imagenet")`` fills that cache itself
 the first time: it downloads MMSegmentation's conversion of the authors' ImageNet
-file (:data:`IMAGENET_DOWNLOADS`, checked against its published SHA-256) into
-``downloads/`` beside it and converts it, as ``keras.applications`` downloads
+file (``IMAGENET_DOWNLOADS`` of each family's module, checked against its published
+SHA-256) into ``downloads/`` beside it and converts it
+(:mod:`segzoo.backbones.pretrained`), as ``keras.applications`` downloads
 EfficientNet's weights. DDRNet-39's file is only on the authors' Drive: convert it by hand.
 """
 
 import logging
 import os
 
-import keras
-
 from segzoo import presets
 from segzoo.backbones import ddrnet_weights, pidnet_weights
 from segzoo.backbones.ddrnet import DDRNET_VARIANTS, DDRNetBackbone
 from segzoo.backbones.pidnet import PIDNET_VARIANTS, PIDNetBackbone
-from segzoo.backbones.pretrained import imagenet_weights_path
-from segzoo.backbones.pretrained import load_imagenet_weights as _load_cached
+from segzoo.backbones.pretrained import imagenet_weights_path, save_imagenet_trunk
 from segzoo.checkpoints import CheckpointError, load_torch_checkpoint, read_state
 from segzoo.checkpoints.mapping import num_classes_of
-from segzoo.errors import DownloadError, option
-from segzoo.files import atomic_write, file_digest
+from segzoo.files import atomic_write
 
 logger = logging.getLogger("segzoo.weights")
 
@@ -56,9 +53,6 @@ logger = logging.getLogger("segzoo.weights")
 OFFICIAL_CHECKPOINTS = {**ddrnet_weights.OFFICIAL_CHECKPOINTS, **pidnet_weights.OFFICIAL_CHECKPOINTS}
 
 #: ImageNet checkpoints that ``weights="imagenet"`` downloads, by preset (MMSegmentation's conversions).
-#: ``{preset: (URL, SHA-256 or its first hex digits)}``.
-IMAGENET_DOWNLOADS = {**ddrnet_weights.IMAGENET_DOWNLOADS, **pidnet_weights.IMAGENET_DOWNLOADS}
-
 #: Preset -> the module with its family's name map.
 _FAMILIES = {**{name: ddrnet_weights for name in DDRNET_VARIANTS},
              **{name: pidnet_weights for name in PIDNET_VARIANTS}}
@@ -160,76 +154,8 @@ def install_imagenet_weights(source, preset):
     Returns:
         The path written.
     """
-    model = convert(source, preset, num_classes=2)
-    path = imagenet_weights_path(preset)
-    with atomic_write(path) as temporary:
-        model.backbone.save_weights(temporary)
-    logger.info("Saved the %s ImageNet trunk to %s.", preset, path)
-    return path
+    return save_imagenet_trunk(convert(source, preset, num_classes=2).backbone, preset)
 
 
-def imagenet_download_path(preset):
-    """Where the downloaded ImageNet checkpoint of ``preset`` is kept: ``downloads/`` beside
-    :func:`imagenet_weights_path`, under the name it has on the server."""
-    url = IMAGENET_DOWNLOADS[preset][0]
-    return os.path.join(os.path.dirname(imagenet_weights_path(preset)), "downloads", url.rsplit("/", 1)[-1])
-
-
-def download_imagenet_checkpoint(preset):
-    """Download the ImageNet checkpoint of ``preset`` (:data:`IMAGENET_DOWNLOADS`) once and check it.
-
-    The file goes to :func:`imagenet_download_path` through ``keras.utils.get_file``
-    (with a progress bar; a file already there is not downloaded again). Its SHA-256
-    must be the one pinned there (or start with the 8 hex digits that end its published name).
-
-    Returns:
-        The path of the checked file.
-
-    Raises:
-        DownloadError: the download failed (offline, for instance); the message
-            says where to put the file by hand and how to train without it.
-        CheckpointError: the file's checksum differs (the file is deleted).
-    """
-    (url, expected), path = IMAGENET_DOWNLOADS[preset], imagenet_download_path(preset)
-    os.makedirs(os.path.dirname(path), exist_ok=True)  # get_file would fall back to /tmp for a missing one
-    try:  # it returns where it put the file (in /tmp/.keras when the directory is not writable)
-        path = keras.utils.get_file(os.path.basename(path), url, cache_dir=os.path.dirname(os.path.dirname(path)),
-                                    cache_subdir="downloads")
-    except Exception as error:  # get_file raises a bare Exception on URL failures.
-        raise DownloadError(
-            f"Could not download the {preset} ImageNet checkpoint from {url} ({error}). Without internet, "
-            f"download it on another machine and put it at {path} (set SEGZOO_WEIGHTS_DIR to use another "
-            f"directory), or train from scratch with {option('weights', 'none')}.") from error
-    digest = file_digest(path)
-    if not digest.startswith(expected):
-        os.remove(path)
-        raise CheckpointError(
-            f"{path}: SHA-256 {digest} is not the published {expected} ({url}); the file was deleted. "
-            f"Download it again, or train from scratch with {option('weights', 'none')}.")
-    return path
-
-
-def load_imagenet_weights(backbone, preset):
-    """Load the ImageNet trunk of ``preset`` into ``backbone``, downloading and converting it the first time.
-
-    The converted trunk is cached at :func:`imagenet_weights_path`. For a preset
-    in :data:`IMAGENET_DOWNLOADS` a missing cache is filled from the download
-    (:func:`download_imagenet_checkpoint`, then :func:`install_imagenet_weights`);
-    for the others the authors' file is converted by hand (``segzoo convert ...
-    --imagenet``).
-
-    Raises:
-        FileNotFoundError: no cached trunk and no download; the message says where
-            to get the checkpoint and the command that converts it.
-        DownloadError: the download failed; the message says where to put the file.
-    """
-    if preset in IMAGENET_DOWNLOADS and not os.path.isfile(imagenet_weights_path(preset)):
-        install_imagenet_weights(download_imagenet_checkpoint(preset), preset)
-    family = _FAMILIES.get(preset)
-    url = OFFICIAL_CHECKPOINTS.get(preset, {}).get("imagenet")
-    return _load_cached(backbone, preset, url, family.REPOSITORY if family else None)
-
-
-__all__ = ["IMAGENET_DOWNLOADS", "OFFICIAL_CHECKPOINTS", "CheckpointError", "convert", "convert_ddrnet",
-           "convert_pidnet", "download_imagenet_checkpoint", "imagenet_download_path", "imagenet_weights_path",
-           "install_imagenet_weights", "load_imagenet_weights", "load_official_weights", "load_torch_checkpoint"]
+__all__ = ["OFFICIAL_CHECKPOINTS", "CheckpointError", "convert", "convert_ddrnet", "convert_pidnet",
+           "imagenet_weights_path", "install_imagenet_weights", "load_official_weights", "load_torch_checkpoint"]

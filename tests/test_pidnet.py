@@ -9,6 +9,7 @@ statistics, in eval mode. The harness tests of every preset (build, train,
 """
 
 import logging
+import os
 
 import keras
 import numpy as np
@@ -16,6 +17,8 @@ import pytest
 
 from harness import random_images, random_labels
 from segzoo import losses, presets
+from segzoo.backbones import pidnet_weights
+from segzoo.files import file_digest
 from segzoo.folding import fold_batch_norm
 from segzoo.utils import count_params
 from segzoo.weights import CheckpointError, convert_pidnet, install_imagenet_weights
@@ -316,12 +319,7 @@ def test_imagenet_trunk_and_mismatches(tmp_path, monkeypatch, caplog):
         install_imagenet_weights({"state_dict": trunk}, "pidnet_s")
     assert "linear.weight" in caplog.text and "spp and dfm and final_layer" in caplog.text
     model = presets.from_name("pidnet_s", num_classes=3, weights="imagenet")
-    images = random_images(1, 64, 64)
-    x = torch.from_numpy(((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32"))
-    with torch.no_grad():
-        expected = reference.layer5_(F.relu(reference.pag4(*_p_branch(reference, x))))
-    actual = keras.ops.convert_to_numpy(model.backbone(images)["p"])
-    assert relative_error(actual, expected.numpy().transpose(0, 2, 3, 1)) < 1e-4
+    assert_p_branch_matches(model, reference)
     bad = dict(trunk, **{"layer1.0.conv1.weight": np.zeros((1, 1, 3, 3), "float32")})
     with pytest.raises(CheckpointError, match=r"layer1.0.conv1.weight: checkpoint \(1, 1, 3, 3\)"):
         convert_pidnet(bad, "pidnet_s", num_classes=3)
@@ -360,23 +358,34 @@ def mmseg_trunk(reference):
     return mmseg
 
 
-def test_mmseg_imagenet_trunk_loads_with_the_d_branch_left_at_initialisation(caplog):
+def test_mmseg_imagenet_trunk_downloads_with_the_d_branch_left_at_initialisation(tmp_path, monkeypatch, caplog):
+    assert sorted(pidnet_weights.IMAGENET_DOWNLOADS) == ["pidnet_l", "pidnet_m", "pidnet_s"]
     reference = official_model("pidnet_s", num_classes=5)
     state = mmseg_trunk(reference)
     # The published pidnet-s_imagenet1k file holds 302 tensors of 6,456,274 values: this layout.
     assert len(state) == 302 and sum(v.size for v in state.values()) == 6456274
+    served = tmp_path / "pidnet-s_imagenet1k.pth"
+    torch.save({"backbone." + k: torch.from_numpy(v) for k, v in state.items()}, served)
+    monkeypatch.setitem(pidnet_weights.IMAGENET_DOWNLOADS, "pidnet_s", (served.as_uri(), file_digest(served)))
+    monkeypatch.setenv("SEGZOO_WEIGHTS_DIR", str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="segzoo.weights"):
-        model = convert_pidnet({"backbone." + k: v for k, v in state.items()}, "pidnet_s", num_classes=3)
+        model = presets.from_name("pidnet_s", num_classes=3, weights="imagenet")
     assert "layer3_d and layer4_d and layer5_d and diff3 and diff4 not in the checkpoint" in caplog.text
+    assert os.path.isfile(tmp_path / "cache" / "pidnet_s_imagenet.weights.h5")
+    assert_p_branch_matches(model, reference)
+    del state["pag_1.f_i.bn.running_var"]
+    with pytest.raises(CheckpointError, match=r"pag3.f_y.1.running_var.*MMSegmentation PIDNet trunk"):
+        convert_pidnet(state, "pidnet_s", num_classes=3)
+
+
+def assert_p_branch_matches(model, reference):
+    """The trunk's P-branch output (stride 8) equals the official model's: the trunk was loaded."""
     images = random_images(1, 64, 64)
     x = torch.from_numpy(((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32"))
     with torch.no_grad():
         expected = reference.layer5_(F.relu(reference.pag4(*_p_branch(reference, x))))
     actual = keras.ops.convert_to_numpy(model.backbone(images)["p"])
     assert relative_error(actual, expected.numpy().transpose(0, 2, 3, 1)) < 1e-4
-    del state["pag_1.f_i.bn.running_var"]
-    with pytest.raises(CheckpointError, match=r"pag3.f_y.1.running_var.*MMSegmentation PIDNet trunk"):
-        convert_pidnet(state, "pidnet_s", num_classes=3)
 
 
 def _p_branch(model, x):

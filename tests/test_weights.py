@@ -22,7 +22,7 @@ import pytest
 
 from harness import REPO_ROOT, random_images
 from segzoo import errors, presets, weights
-from segzoo.backbones import ddrnet_weights
+from segzoo.backbones import ddrnet_weights, pretrained
 from segzoo.files import file_digest
 from segzoo.weights import CheckpointError, convert_ddrnet, load_torch_checkpoint
 
@@ -345,7 +345,7 @@ def test_trunk_checkpoint_loads_into_a_new_head(slim_official, caplog):
 def test_imagenet_weights_are_found_in_the_cache_or_explained(slim_official, tmp_path, monkeypatch):
     """Without a download (as for ddrnet39), the authors' file is converted by hand."""
     monkeypatch.setenv("SEGZOO_WEIGHTS_DIR", str(tmp_path / "cache"))
-    monkeypatch.delitem(weights.IMAGENET_DOWNLOADS, "ddrnet23_slim")
+    monkeypatch.delitem(ddrnet_weights.IMAGENET_DOWNLOADS, "ddrnet23_slim")
     with pytest.raises(FileNotFoundError) as error:
         presets.from_name("ddrnet23_slim", weights="imagenet")
     message = str(error.value)
@@ -400,6 +400,11 @@ def mmseg_trunk(reference):
     return mmseg
 
 
+def downloaded(served):
+    """Where the download of the file ``served`` lands."""
+    return pretrained.imagenet_download_path("ddrnet23_slim", served.as_uri())
+
+
 @pytest.fixture
 def served_trunk(slim_official, tmp_path, monkeypatch):
     """ddrnet23_slim's download pointed at a local file in MMSegmentation's layout, named the OpenMMLab
@@ -411,43 +416,43 @@ def served_trunk(slim_official, tmp_path, monkeypatch):
     torch.save({k: torch.from_numpy(v) for k, v in mmseg_trunk(slim_official).items()}, staged)
     digest = file_digest(staged)
     published = staged.rename(server / f"ddrnet23s-in1kpre_3rdparty-{digest[:8]}.pth")
-    monkeypatch.setitem(weights.IMAGENET_DOWNLOADS, "ddrnet23_slim", (published.as_uri(), digest[:8]))
+    monkeypatch.setitem(ddrnet_weights.IMAGENET_DOWNLOADS, "ddrnet23_slim", (published.as_uri(), digest[:8]))
     return published
 
 
 def test_imagenet_weights_download_once_and_give_the_official_trunk(slim_official, served_trunk, tmp_path):
-    assert sorted(weights.IMAGENET_DOWNLOADS) == ["ddrnet23", "ddrnet23_slim", "pidnet_l", "pidnet_m", "pidnet_s"]
+    assert sorted(ddrnet_weights.IMAGENET_DOWNLOADS) == ["ddrnet23", "ddrnet23_slim"]
     model = presets.from_name("ddrnet23_slim", num_classes=3, weights="imagenet")
     images = random_images(1, 64, 64)
     expected, actual = run_official(slim_official, images), run_segzoo(model, images)
     for key in ("high", "low", "high_stage3"):
         assert_relative_error_below(actual[key], expected[key], what=key)
-    assert os.path.isfile(weights.imagenet_download_path("ddrnet23_slim"))
+    assert os.path.isfile(downloaded(served_trunk))
     cached = weights.imagenet_weights_path("ddrnet23_slim")
     assert cached.startswith(str(tmp_path / "cache")) and os.path.isfile(cached)
     # Converted once: without the server and the download, the cache still serves the trunk.
     served_trunk.unlink()
-    os.remove(weights.imagenet_download_path("ddrnet23_slim"))
+    os.remove(downloaded(served_trunk))
     again = presets.from_name("ddrnet23_slim", num_classes=3, weights="imagenet")
     np.testing.assert_array_equal(run_segzoo(again, images)["high"], actual["high"])
 
 
 def test_a_download_with_another_checksum_is_deleted_and_refused(served_trunk, monkeypatch):
-    monkeypatch.setitem(weights.IMAGENET_DOWNLOADS, "ddrnet23_slim", (served_trunk.as_uri(), "00000000"))
+    monkeypatch.setitem(ddrnet_weights.IMAGENET_DOWNLOADS, "ddrnet23_slim", (served_trunk.as_uri(), "00000000"))
     with pytest.raises(CheckpointError, match="is not the published 00000000") as error:
         presets.from_name("ddrnet23_slim", weights="imagenet")
     assert "was deleted" in str(error.value)
-    assert not os.path.exists(weights.imagenet_download_path("ddrnet23_slim"))
+    assert not os.path.exists(downloaded(served_trunk))
     assert not os.path.exists(weights.imagenet_weights_path("ddrnet23_slim"))
 
 
 def test_offline_says_where_to_put_the_download_and_how_to_train_without_it(served_trunk, monkeypatch):
     unreachable = served_trunk.parent / "unreachable" / served_trunk.name
-    monkeypatch.setitem(weights.IMAGENET_DOWNLOADS, "ddrnet23_slim",
-                        (unreachable.as_uri(), weights.IMAGENET_DOWNLOADS["ddrnet23_slim"][1]))
+    monkeypatch.setitem(ddrnet_weights.IMAGENET_DOWNLOADS, "ddrnet23_slim",
+                        (unreachable.as_uri(), ddrnet_weights.IMAGENET_DOWNLOADS["ddrnet23_slim"][1]))
     with pytest.raises(errors.DownloadError) as error:
         presets.from_name("ddrnet23_slim", weights="imagenet")
-    target = weights.imagenet_download_path("ddrnet23_slim")
+    target = downloaded(served_trunk)
     message = str(error.value)
     assert target in message and "weights='none'" in message and "SEGZOO_WEIGHTS_DIR" in message
     # Put there by hand, the file is checked and converted; nothing is downloaded.
