@@ -27,7 +27,7 @@ same parameters after MMSegmentation's modules (``stem.0.conv.weight``,
 names, and :func:`load_official_weights` reads either kind.
 """
 
-from segzoo.checkpoints.mapping import assign_state, rename_mmseg, sublayer_paths
+from segzoo.checkpoints.mapping import assign_state, is_mmseg_state, rename_mmseg, sublayer_paths
 
 _DRIVE = "https://drive.google.com/file/d/{}/view"
 
@@ -95,11 +95,6 @@ def official_layers(model):
     return layers
 
 
-def is_mmseg(state):
-    """Whether ``state`` names its parameters after MMSegmentation's DDRNet (``stem.*``, ``backbone.stem.*``)."""
-    return any(key.startswith(("stem.", "backbone.stem.")) for key in state)
-
-
 def from_mmseg(state, source="checkpoint"):
     """MMSegmentation's DDRNet backbone state dict, renamed to the authors' parameter names
     (:func:`segzoo.checkpoints.rename_mmseg` with :data:`MMSEG_MODULES`). Its DAPPM (``spp.*``, another
@@ -127,7 +122,7 @@ def load_official_weights(model, state, source="checkpoint"):
         CheckpointError: listing the missing, unexpected and mis-shaped keys.
     """
     hint = ""
-    if is_mmseg(state):
+    if is_mmseg_state(state):
         state = from_mmseg(state, source)
         hint = " (Read as an MMSegmentation DDRNet trunk: its keys were renamed to the authors'.)"
     assign_state(model, state, official_layers(model), head_modules=HEAD_MODULES,

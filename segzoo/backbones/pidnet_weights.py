@@ -27,7 +27,7 @@ branch then keeps its initialisation, as in MMSegmentation's own training.
 """
 
 from segzoo.backbones.ddrnet_weights import STEM_CONVS
-from segzoo.checkpoints.mapping import assign_state, rename_mmseg, sublayer_paths
+from segzoo.checkpoints.mapping import assign_state, is_mmseg_state, rename_mmseg, sublayer_paths
 
 _DRIVE = "https://drive.google.com/file/d/{}/view?usp=sharing"
 
@@ -109,11 +109,6 @@ def official_layers(model):
     return layers
 
 
-def is_mmseg(state):
-    """Whether ``state`` names its parameters after MMSegmentation's PIDNet (``stem.*``, ``backbone.stem.*``)."""
-    return any(key.startswith(("stem.", "backbone.stem.")) for key in state)
-
-
 def from_mmseg(state, source="checkpoint"):
     """MMSegmentation's PIDNet backbone state dict, renamed to the authors' parameter names
     (:func:`segzoo.checkpoints.rename_mmseg` with :data:`MMSEG_MODULES`). Its PAPPM/DAPPM and
@@ -143,7 +138,7 @@ def load_official_weights(model, state, source="checkpoint"):
         CheckpointError: listing the missing, unexpected and mis-shaped keys.
     """
     head_modules, hint = HEAD_MODULES, ""
-    if is_mmseg(state):
+    if is_mmseg_state(state):
         state = from_mmseg(state, source)
         head_modules = HEAD_MODULES + D_BRANCH_MODULES  # a trunk without them keeps their initialisation
         hint = " (Read as an MMSegmentation PIDNet trunk: its keys were renamed to the authors'.)"

@@ -162,6 +162,12 @@ def num_classes_of(state, key, source, head):
     return int(state[key].shape[0])
 
 
+def is_mmseg_state(state):
+    """Whether ``state`` names its parameters after an MMSegmentation backbone (``stem.*`` or
+    ``backbone.stem.*``; the authors' DDRNet and PIDNet call their stem ``conv1``)."""
+    return any(key.startswith(("stem.", "backbone.stem.")) for key in state)
+
+
 def rename_mmseg(state, modules, *, left_out=(), biased_convs=(), source="checkpoint"):
     """An MMSegmentation backbone state dict, renamed to the authors' parameter names.
 
