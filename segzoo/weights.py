@@ -52,7 +52,6 @@ logger = logging.getLogger("segzoo.weights")
 #: Download pages of the authors' checkpoints, by preset (both families).
 OFFICIAL_CHECKPOINTS = {**ddrnet_weights.OFFICIAL_CHECKPOINTS, **pidnet_weights.OFFICIAL_CHECKPOINTS}
 
-#: ImageNet checkpoints that ``weights="imagenet"`` downloads, by preset (MMSegmentation's conversions).
 #: Preset -> the module with its family's name map.
 _FAMILIES = {**{name: ddrnet_weights for name in DDRNET_VARIANTS},
              **{name: pidnet_weights for name in PIDNET_VARIANTS}}

@@ -126,5 +126,5 @@ def load_imagenet_weights(model, preset, family):
     return model
 
 
-__all__ = ["CheckpointError", "download_imagenet_checkpoint", "imagenet_download_path", "imagenet_weights_path",
+__all__ = ["download_imagenet_checkpoint", "imagenet_download_path", "imagenet_weights_path",
            "load_imagenet_weights", "save_imagenet_trunk"]
