@@ -85,8 +85,14 @@ class TrainConfig:
     time_budget: float = _field(None, "minutes for training: after a few steps, fit the number of epochs (at most "
                                       "--epochs) and the learning-rate schedule to this budget; says what it chose")
     batch_size: int = _field(8, "images per batch on each device (the global batch is this x devices)")
-    image_size: tuple[int, int] = _field((480, 640), "training crop height and width, multiples of the model's divisor",
+    image_size: tuple[int, int] = _field((480, 640), "height and width the random scale is relative to, and of "
+                                                     "validation; the training crop too unless --crop_size is "
+                                                     "given; multiples of the model's divisor",
                                    metavar=("H", "W"))
+    crop_size: tuple[int, int] = _field(None, "height and width of the training crop, cut from the image scaled "
+                                              "relative to --image_size (default: --image_size); smaller crops "
+                                              "make more steps fit a time budget; multiples of the model's divisor",
+                                        metavar=("H", "W"))
     steps_per_epoch: int = _field(None, "steps per epoch (default: one pass over the training split)")
     weights: str = _field("imagenet", "'imagenet' (pretrained backbone), 'none', or a .weights.h5 file")
     loss: str = _field("ce", "ce, focal, bce or binary_focal (the last two train a 1-channel sigmoid model)")
@@ -439,6 +445,9 @@ def train(config: TrainConfig):
         raise ConfigError(f"{option('warmup_epochs', config.warmup_epochs)} is longer than the run "
                           f"({option('epochs', config.epochs)}): the learning rate would never reach its peak. "
                           f"Lower {option('warmup_epochs')} (0 turns the warm-up off) or raise {option('epochs')}.")
+    if config.crop_size and not config.augment:
+        raise ConfigError(f"{option('crop_size')} is the crop of the online augmentation, which is off: drop "
+                          f"{option('crop_size')} or pass {switch('augment')}.")
     run = distributed.start_run(config.distributed, config.multi_gpu, config.gpu, config.coordinator_address,
                                 config.coordinator_port, config.num_processes, config.process_id)
     keras.utils.set_random_seed(config.seed)
@@ -503,7 +512,8 @@ def _pipelines(config, source, run, resumed):
                    deterministic=config.deterministic, **run.data_shard())
     # Processes in step (data parallel on JAX) run the same number of steps: training repeats its data and
     # validation is filled up to full batches in every process.
-    augment = data.OnlineAugment(scale_range=tuple(config.scale_range)) if config.augment else None
+    crop_size = tuple(config.crop_size) if config.crop_size else None
+    augment = data.OnlineAugment(scale_range=tuple(config.scale_range), crop_size=crop_size) if config.augment else None
     train_ds = data.load(source, "train", shuffle=True, repeat=run.fixed_steps or config.steps_per_epoch is not None,
                          augment=augment, drop_remainder=True, **options)
     val_ds = data.load(source, "validation", shuffle=False, pad_remainder=True, **options)

@@ -156,6 +156,20 @@ def test_padding_is_ignore_index_and_pad_value(make_folder):
         np.testing.assert_array_equal(padded, np.all(images == 0, axis=-1))
 
 
+def test_a_crop_size_cuts_a_window_of_the_image_scaled_relative_to_image_size(make_folder):
+    folder = make_folder(num_sources=4, copies=0)
+    kept = OnlineAugment(scale_range=(1.0, 1.0), crop_size=(32, 48), **NO_COLOUR)
+    for images, labels in _batches(load(folder, batch_size=3, image_size=(64, 96), augment=kept, val_ratio=0.25)):
+        assert images.shape == (3, 32, 48, 3) and labels.shape == (3, 32, 48)
+        assert np.all(labels != 255)  # a window of the full-size image: nothing padded
+        assert np.mean(_decoded_labels(images) == labels) > 0.9
+    quarter = OnlineAugment(scale_range=(0.25, 0.25), crop_size=(32, 48), **NO_COLOUR)
+    for _, labels in _batches(load(folder, batch_size=3, image_size=(64, 96), augment=quarter, val_ratio=0.25)):
+        assert np.mean(labels == 255) == pytest.approx(0.75)  # 16x24 (a quarter of 64x96) in the 32x48 window
+    with pytest.raises(ValueError, match="crop_size"):
+        OnlineAugment(crop_size=(0, 48))
+
+
 def test_deterministic_mode_reproduces_augmented_batches(make_folder):
     folder = make_folder(num_sources=6, copies=1)
 

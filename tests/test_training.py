@@ -68,6 +68,23 @@ def test_a_warm_up_longer_than_the_run_is_refused_before_any_work(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_a_crop_size_without_augmentation_is_refused_before_any_work(tmp_path):
+    with pytest.raises(training.ConfigError, match=r"crop_size= is the crop of the online augmentation, which is off"):
+        train(config(tmp_path / "no_data", tmp_path / "run", augment=False, crop_size=(32, 32)))
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_crop_size_shapes_the_training_batches_and_validation_keeps_image_size(make_folder, tmp_path):
+    from segzoo import data
+
+    folder = make_folder(num_sources=8, copies=0)
+    settings = config(folder, tmp_path / "run", augment=True, crop_size=(32, 48))
+    with data.open_source(str(folder)) as source:
+        train_ds, val_ds = training._pipelines(settings, source, distributed.start_run(), resumed=False)
+        assert next(iter(train_ds))[0].shape == (4, 32, 48, 3)
+        assert next(iter(val_ds))[0].shape[1:] == (64, 96, 3)
+
+
 def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path, tiny_preset):
     folder = make_folder(num_sources=8, copies=0)
     run = tmp_path / "run"

@@ -19,8 +19,9 @@ class OnlineAugment:
 
     In order, for each image: resize to ``image_size`` times a factor drawn
     from ``scale_range`` (image bilinear, label nearest); crop a random
-    ``image_size`` window, padding where the scaled image is smaller (image with
-    ``pad_value``, label with ``ignore_index``); flip image and label
+    ``crop_size`` window (``image_size`` where it is ``None``), padding where
+    the scaled image is smaller (image with ``pad_value``, label with
+    ``ignore_index``); flip image and label
     left-right together with probability ``flip_prob``; then, on the image
     only, brightness, contrast, saturation and hue jitter (``None`` or 0 turns
     one off), each result clipped to 0..255. Every draw comes from
@@ -34,6 +35,9 @@ class OnlineAugment:
         saturation: scale the saturation by a factor in ``[1 - saturation, 1 + saturation]``.
         hue: shift the hue by up to this fraction of the colour circle (at most 0.5).
         pad_value: image value (0..255) of padded pixels.
+        crop_size: ``(height, width)`` of the training window, or ``None`` for
+            ``image_size``: a smaller crop of the same scaled image costs less per
+            step, so more steps fit a time budget, at the same object scales.
     """
 
     scale_range: tuple[float, float] = (0.5, 2.0)
@@ -43,6 +47,7 @@ class OnlineAugment:
     saturation: float | None = 0.3
     hue: float | None = 0.05
     pad_value: float = 0.0
+    crop_size: tuple[int, int] | None = None
 
     def __post_init__(self):
         low, high = self.scale_range
@@ -55,14 +60,16 @@ class OnlineAugment:
                 raise ValueError(f"{name} must be within 0..{upper}, got {value}.")
         if not 0 <= self.pad_value <= 255:
             raise ValueError(f"pad_value must be within 0..255, got {self.pad_value}.")
+        if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) < 1):
+            raise ValueError(f"crop_size must be (height, width) of positive sizes, got {self.crop_size}.")
 
 
 def augment_element(element, seed, image_size, augment, ignore_index):
     """Apply ``augment`` (an :class:`OnlineAugment`) to one element, every draw from its own ``seed`` (shape ``(2,)``).
 
     ``element`` is a dict with ``"image"`` (float or uint8 ``(H, W, 3)``) and
-    ``"label"`` (``(H, W)``); the result has both at ``image_size`` (``(height, width)``),
-    the image float32 0..255.
+    ``"label"`` (``(H, W)``), scaled relative to ``image_size`` (``(height, width)``); the result has both at
+    ``augment.crop_size`` (``image_size`` where it is ``None``), the image float32 0..255.
 
     Written with tf.image and stateless random ops rather than Keras's
     preprocessing layers, after trying them on real tensors: RandomFlip and
@@ -77,9 +84,9 @@ def augment_element(element, seed, image_size, augment, ignore_index):
     """
     scale_seed, place_seed, flip_seed, *colour_seeds = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=7))
-    target = tf.constant(image_size, tf.int32)
+    target = tf.constant(augment.crop_size or image_size, tf.int32)
     scale = tf.random.stateless_uniform([], scale_seed, *augment.scale_range)
-    scaled = tf.maximum(tf.cast(tf.round(tf.cast(target, tf.float32) * scale), tf.int32), 1)
+    scaled = tf.maximum(tf.cast(tf.round(tf.constant(image_size, tf.float32) * scale), tf.int32), 1)
     image = tf.image.resize(element["image"], scaled, "bilinear")
     label = tf.image.resize(element["label"][..., None], scaled, "nearest")
 
