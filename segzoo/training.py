@@ -445,9 +445,6 @@ def train(config: TrainConfig):
         raise ConfigError(f"{option('warmup_epochs', config.warmup_epochs)} is longer than the run "
                           f"({option('epochs', config.epochs)}): the learning rate would never reach its peak. "
                           f"Lower {option('warmup_epochs')} (0 turns the warm-up off) or raise {option('epochs')}.")
-    if config.crop_size and not config.augment:
-        raise ConfigError(f"{option('crop_size')} is the crop of the online augmentation, which is off: drop "
-                          f"{option('crop_size')} or pass {switch('augment')}.")
     run = distributed.start_run(config.distributed, config.multi_gpu, config.gpu, config.coordinator_address,
                                 config.coordinator_port, config.num_processes, config.process_id)
     keras.utils.set_random_seed(config.seed)
@@ -513,6 +510,9 @@ def _pipelines(config, source, run, resumed):
     # Processes in step (data parallel on JAX) run the same number of steps: training repeats its data and
     # validation is filled up to full batches in every process.
     crop_size = tuple(config.crop_size) if config.crop_size else None
+    if crop_size and not config.augment and run.is_chief:  # e.g. a recipe's crop, augmentation turned off
+        logger.warning("%s applies to the online augmentation, which is off: training on whole images at "
+                       "%s", option("crop_size"), option("image_size", tuple(config.image_size)))
     augment = data.OnlineAugment(scale_range=tuple(config.scale_range), crop_size=crop_size) if config.augment else None
     train_ds = data.load(source, "train", shuffle=True, repeat=run.fixed_steps or config.steps_per_epoch is not None,
                          augment=augment, drop_remainder=True, **options)

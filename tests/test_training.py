@@ -2,6 +2,7 @@
 mirrored replicas, mixed precision."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -68,13 +69,7 @@ def test_a_warm_up_longer_than_the_run_is_refused_before_any_work(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_a_crop_size_without_augmentation_is_refused_before_any_work(tmp_path):
-    with pytest.raises(training.ConfigError, match=r"crop_size= is the crop of the online augmentation, which is off"):
-        train(config(tmp_path / "no_data", tmp_path / "run", augment=False, crop_size=(32, 32)))
-    assert not os.path.exists(tmp_path / "run")
-
-
-def test_a_crop_size_shapes_the_training_batches_and_validation_keeps_image_size(make_folder, tmp_path):
+def test_a_crop_size_shapes_the_training_batches_and_validation_keeps_image_size(make_folder, tmp_path, caplog):
     from segzoo import data
 
     folder = make_folder(num_sources=8, copies=0)
@@ -83,6 +78,11 @@ def test_a_crop_size_shapes_the_training_batches_and_validation_keeps_image_size
         train_ds, val_ds = training._pipelines(settings, source, distributed.start_run(), resumed=False)
         assert next(iter(train_ds))[0].shape == (4, 32, 48, 3)
         assert next(iter(val_ds))[0].shape[1:] == (64, 96, 3)
+        with caplog.at_level("WARNING", logger="segzoo.training"):  # a recipe's crop, augmentation turned off
+            whole, _ = training._pipelines(dataclasses.replace(settings, augment=False), source,
+                                           distributed.start_run(), resumed=False)
+        assert next(iter(whole))[0].shape == (4, 64, 96, 3)
+        assert "crop_size= applies to the online augmentation, which is off" in caplog.text
 
 
 def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path, tiny_preset):
