@@ -2,7 +2,7 @@
 
 :func:`start_run` turns the device options of a training into a run context,
 one of two kinds with the same interface (``is_chief``, ``num_devices``,
-``num_local_devices``, ``fixed_steps``, ``scope()``, ``data_shard()``,
+``num_local_devices``, ``scope()``, ``data_shard()``,
 ``barrier()``, ``chief_first()``), so that :func:`segzoo.training.train`
 reads the same whatever the devices:
 
@@ -223,8 +223,6 @@ class LocalRun:
     num_devices: int = 1
     #: Only one process writes files and prints: this one.
     is_chief = True
-    #: Whether every epoch must run a fixed number of steps (processes in step): not for one process.
-    fixed_steps = False
 
     @property
     def num_local_devices(self) -> int:
@@ -262,9 +260,6 @@ class DataParallelRun:
     distribution: object
     num_devices: int
     num_local_devices: int
-    #: Every process runs the same steps: training repeats its data with a fixed number of steps per
-    #: epoch, and validation is filled up to full batches in every process.
-    fixed_steps = True
 
     def scope(self):
         """The context in which to build the model: the distribution is already in force."""

@@ -469,7 +469,7 @@ def train(config: TrainConfig):
         callbacks, epochs = _callbacks(config, run, state, model, schedule, steps_per_epoch, source.info)
         history = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                             initial_epoch=state["epochs_done"] if state is not None else 0,
-                            steps_per_epoch=steps_per_epoch if run.fixed_steps else config.steps_per_epoch,
+                            steps_per_epoch=steps_per_epoch,
                             callbacks=callbacks, verbose=config.progress if run.is_chief else 0,
                             shuffle=False)  # the tf.data pipeline shuffles
         run.barrier("segzoo: training done")  # every process returns once process 0 wrote the last checkpoint
@@ -507,15 +507,19 @@ def _pipelines(config, source, run, resumed):
     options = dict(batch_size=config.batch_size * run.num_local_devices, image_size=tuple(config.image_size),
                    num_classes=source.info.num_classes, seed=config.seed, cache=config.cache,
                    deterministic=config.deterministic, **run.data_shard())
-    # Processes in step (data parallel on JAX) run the same number of steps: training repeats its data and
-    # validation is filled up to full batches in every process.
+    # Processes in step (data parallel on JAX) run the same number of steps: validation is filled up to
+    # full batches in every process.
     crop_size = tuple(config.crop_size) if config.crop_size else None
     if crop_size and not config.augment and run.is_chief:  # e.g. a recipe's crop, augmentation turned off
         logger.warning("%s applies to the online augmentation, which is off: training on whole images at "
                        "%s", option("crop_size"), option("image_size", tuple(config.image_size)))
     augment = data.OnlineAugment(scale_range=tuple(config.scale_range), crop_size=crop_size) if config.augment else None
-    train_ds = data.load(source, "train", shuffle=True, repeat=run.fixed_steps or config.steps_per_epoch is not None,
-                         augment=augment, drop_remainder=True, **options)
+    # One endless training stream (reshuffled every pass) read by a single iterator for the whole run: a
+    # finite pipeline ends its iterator every epoch, and that waits for the iterator's worker threads,
+    # which cost 18 s an epoch on one slow core (a third of the quickstart's epoch). It also keeps
+    # processes in step (a fixed number of steps per epoch) and uses the images a batch would drop.
+    train_ds = data.load(source, "train", shuffle=True, repeat=True, augment=augment, drop_remainder=True,
+                         **options)
     val_ds = data.load(source, "validation", shuffle=False, pad_remainder=True, **options)
     if run.is_chief:
         info = source.info

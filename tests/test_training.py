@@ -85,6 +85,22 @@ def test_a_crop_size_shapes_the_training_batches_and_validation_keeps_image_size
         assert "crop_size= applies to the online augmentation, which is off" in caplog.text
 
 
+def test_training_reads_one_endless_stream_and_an_epoch_is_one_pass(make_folder, tmp_path, tiny_preset):
+    from segzoo import data
+
+    folder = make_folder(num_sources=8, copies=0)
+    settings = config(folder, tmp_path / "run", preset=tiny_preset, epochs=2)
+    with data.open_source(str(folder)) as source:
+        train_ds, val_ds = training._pipelines(settings, source, distributed.start_run(), resumed=False)
+        images = source.info.split_sizes["train"]
+        # one iterator for the whole run: a finite stream would end (and tear down) its iterator every epoch
+        passes = 2 * (images // settings.batch_size) + 1
+        assert sum(1 for _ in train_ds.take(passes)) == passes
+        assert sum(1 for _ in val_ds) == -(-source.info.split_sizes["validation"] // settings.batch_size)
+    model, history = train(settings)
+    assert len(history["loss"]) == 2 and int(model.optimizer.iterations) == 2 * (images // settings.batch_size)
+
+
 def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path, tiny_preset):
     folder = make_folder(num_sources=8, copies=0)
     run = tmp_path / "run"
