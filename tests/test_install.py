@@ -84,6 +84,7 @@ def test_quickstart_fast_writes_everything_it_promises(installed):
     for key in ("mean_iou", "per_class_iou", "latency", "parameters", "gflops", "export", "history"):
         assert key in metrics, key
     assert metrics["export"]["class_agreement"] >= 0.999 and metrics["latency"]["runs"] == 10
+    assert metrics["image_size"] == [128, 160] and metrics["crop_size"] == [96, 128]  # --fast trains on crops
     assert all(math.isfinite(v) for v in metrics["history"]["loss"])
     page = (out / "report.html").read_text()
     assert all(f'src="{name}"' in page for name in ("training_curves.png", "predictions.png", "prediction.webm"))
