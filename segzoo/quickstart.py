@@ -32,7 +32,7 @@ from segzoo import data, evaluation, export, inference, plots, report as reports
 from segzoo import errors
 from segzoo.errors import OutputExistsError
 from segzoo.settings import config_field as _field
-from segzoo.training import TrainConfig, train
+from segzoo.training import TrainConfig, check_config, train
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 AFTER_TRAINING_MINUTES = 1.0
 #: Default training crop, per side, as a share of ``image_size`` (rounded down to :data:`CROP_MULTIPLE`).
 CROP_SHARE = 0.8
-#: The default crop's sides are multiples of this: the size divisor of every preset.
+#: The default crop's sides are multiples of this, which every preset's ``size_divisor`` (8 or 32) divides.
 CROP_MULTIPLE = 32
 
 
@@ -57,8 +57,8 @@ class QuickstartConfig:
                                                      "images are randomly scaled around", metavar=("H", "W"))
     crop_size: tuple[int, int] = _field(None, "training crop height and width (default: 4/5 of --image_size on each "
                                               "side, multiples of 32: 0.64 of the pixels, a step about 0.6 of a whole "
-                                              "image's, so more steps fit the budget); --image_size trains on whole "
-                                              "images",
+                                              "image's, so more steps fit the budget); a --crop_size equal to "
+                                              "--image_size trains on whole images",
                                         metavar=("H", "W"))
     num_images: int = _field(64, "sample: labelled images to generate")
     heldout_images: int = _field(16, "sample: unseen images to evaluate on")
@@ -113,6 +113,15 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     data_dir = os.path.join(out, "data")
     if os.path.exists(os.path.join(out, "metrics.json")):
         raise OutputExistsError(f"{out} already holds a quickstart report; choose another {errors.option('out')}.")
+    tfds_dir, checkpoints = os.path.join(data_dir, "tfds"), os.path.join(out, "checkpoints")
+    crop = training_crop(config.image_size, config.crop_size)
+    # the training settings, checked before any work; the time budget is what the steps before training leave
+    train_config = TrainConfig(
+        data="segzoo_quickstart", data_dir=tfds_dir, preset=config.preset,
+        epochs=config.epochs, batch_size=config.batch_size, image_size=tuple(config.image_size), crop_size=crop,
+        weights=config.weights, learning_rate=config.learning_rate, warmup_epochs=min(1.0, config.epochs / 4),
+        seed=config.seed, checkpoint_dir=checkpoints, progress=2)
+    check_config(train_config)
     os.makedirs(data_dir, exist_ok=True)
 
     # 1. the CVAT export: the user's, or a generated sample with held-out images and a video
@@ -133,21 +142,14 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     logger.info("2/7 augmented: %s", augmented)
 
     # 3. the TFDS build
-    tfds_dir = os.path.join(data_dir, "tfds")
     data.build_dataset(augmented, name="segzoo_quickstart", data_dir=tfds_dir, seed=config.seed)
     logger.info("3/7 TFDS dataset segzoo_quickstart built in %s", tfds_dir)
 
     # 4. training
-    checkpoints = os.path.join(out, "checkpoints")
-    crop = training_crop(config.image_size, config.crop_size)
     budget = None
     if config.time_budget and not config.fast:
         budget = max(config.time_budget - (time.perf_counter() - start) / 60 - AFTER_TRAINING_MINUTES, 0.5)
-    model, history = train(TrainConfig(time_budget=budget,
-        data="segzoo_quickstart", data_dir=tfds_dir, preset=config.preset, epochs=config.epochs,
-        batch_size=config.batch_size, image_size=tuple(config.image_size), crop_size=crop, weights=config.weights,
-        learning_rate=config.learning_rate, warmup_epochs=min(1.0, config.epochs / 4), seed=config.seed,
-        checkpoint_dir=checkpoints, progress=2))
+    model, history = train(dataclasses.replace(train_config, time_budget=budget))
     plots.plot_training_curves(history, os.path.join(out, "training_curves.png"))
     model = inference.load_model(os.path.join(checkpoints, "best.keras"))
     epochs = len(history.get("loss", []))

@@ -431,6 +431,19 @@ def _check_resume(directory, config, fingerprint, class_names, model_classes):
     logger.warning("resume with changes (allow_changes):\n  %s", listed)
 
 
+def check_config(config: TrainConfig):
+    """Refuse settings of ``config`` that cannot work together, before any work: raises :class:`ConfigError`."""
+    if config.distributed and config.time_budget is not None:
+        raise ConfigError("--time_budget fits one process's run; with --distributed set --epochs instead.")
+    if config.warmup_epochs > config.epochs:
+        raise ConfigError(f"{option('warmup_epochs', config.warmup_epochs)} is longer than the run "
+                          f"({option('epochs', config.epochs)}): the learning rate would never reach its peak. "
+                          f"Lower {option('warmup_epochs')} (0 turns the warm-up off) or raise {option('epochs')}.")
+    if config.crop_size and min(config.crop_size) < 1:
+        raise ConfigError(f"{option('crop_size', ' '.join(str(s) for s in config.crop_size))}: a training crop needs "
+                          f"a positive height and width, e.g. {option('crop_size', '192 256')}.")
+
+
 def train(config: TrainConfig):
     """Train a model as ``config`` says; returns ``(model, history)``.
 
@@ -439,12 +452,7 @@ def train(config: TrainConfig):
     """
     from segzoo import data
 
-    if config.distributed and config.time_budget is not None:
-        raise ConfigError("--time_budget fits one process's run; with --distributed set --epochs instead.")
-    if config.warmup_epochs > config.epochs:
-        raise ConfigError(f"{option('warmup_epochs', config.warmup_epochs)} is longer than the run "
-                          f"({option('epochs', config.epochs)}): the learning rate would never reach its peak. "
-                          f"Lower {option('warmup_epochs')} (0 turns the warm-up off) or raise {option('epochs')}.")
+    check_config(config)
     run = distributed.start_run(config.distributed, config.multi_gpu, config.gpu, config.coordinator_address,
                                 config.coordinator_port, config.num_processes, config.process_id)
     keras.utils.set_random_seed(config.seed)

@@ -1,6 +1,11 @@
 """The quickstart's choices that are not covered by running it (tests/test_install.py runs it from the wheel)."""
 
-from segzoo.quickstart import QuickstartConfig, training_crop
+import os
+
+import pytest
+
+from segzoo.errors import ConfigError
+from segzoo.quickstart import QuickstartConfig, run_quickstart, training_crop
 
 
 def test_the_training_crop_defaults_to_four_fifths_of_the_image_in_multiples_of_32():
@@ -13,3 +18,9 @@ def test_a_given_crop_is_kept_and_the_image_size_means_whole_images():
     assert training_crop((240, 320), (160, 224)) == (160, 224)
     assert training_crop((240, 320), (240, 320)) == (240, 320)
     assert QuickstartConfig().crop_size is None  # the default is derived from --image_size
+
+
+def test_training_settings_that_cannot_work_are_refused_before_the_sample_is_made(tmp_path):
+    with pytest.raises(ConfigError, match="crop_size='0 0'"):
+        run_quickstart(QuickstartConfig(out=str(tmp_path / "qs"), crop_size=(0, 0)))
+    assert not os.path.exists(tmp_path / "qs")

@@ -69,6 +69,12 @@ def test_a_warm_up_longer_than_the_run_is_refused_before_any_work(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_a_crop_without_area_is_refused_before_any_work(tmp_path):
+    with pytest.raises(training.ConfigError, match=r"crop_size='0 48': a training crop needs a positive height"):
+        train(config(tmp_path / "no_data", tmp_path / "run", augment=True, crop_size=(0, 48)))
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_a_crop_size_shapes_the_training_batches_and_validation_keeps_image_size(make_folder, tmp_path, caplog):
     from segzoo import data
 
