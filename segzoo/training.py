@@ -7,7 +7,10 @@ behind ``examples/train.py`` (one flag per field). The pieces are public too:
 Checkpoints (``checkpoint_dir``): ``best.keras`` (best validation mean IoU),
 ``last.keras`` (end of the latest epoch, optimiser state included) and
 ``state.json`` (epochs done, best score), plus ``log.csv`` and TensorBoard
-logs in ``logs/``. ``resume=True`` reloads ``last.keras`` and continues at the
+logs in ``logs/``. With ``ema_momentum``, validation and ``best.keras`` use the
+exponential moving average of the weights, and so does the model :func:`train`
+returns; ``last.keras`` holds the weights being trained with their average in
+its optimiser state. ``resume=True`` reloads ``last.keras`` and continues at the
 next epoch: weights, optimiser moments, step counter and so the learning-rate
 schedule all continue where the interrupted run stopped.
 
@@ -38,6 +41,7 @@ import keras
 from segzoo import distributed, losses, postprocess, presets
 from segzoo.constants import IGNORE_INDEX
 from segzoo.files import PARTIAL_PREFIX, atomic_write, check_output, check_writable, file_digest, write_json
+from segzoo.keras_internals import averaged_weights
 from segzoo.metrics import MeanIoU
 from segzoo.models import check_keras_file, load_model
 from segzoo.checkpoints.torch_file import CheckpointError
@@ -113,6 +117,9 @@ class TrainConfig:
     end_learning_rate_ratio: float = _field(0.01, "final learning rate as a fraction of the peak")
     momentum: float = _field(0.9, "SGD momentum")
     weight_decay: float = _field(1e-4, "decoupled weight decay, applied to every weight at every step")
+    ema_momentum: float = _field(None, "keep an exponential moving average of the weights with this momentum "
+                                       "(e.g. 0.999: it spans about 1 / (1 - momentum) steps); validation, "
+                                       "best.keras and the trained model use the average")
     precision: str = _field("float32", "float32, mixed_float16 or mixed_bfloat16", choices=PRECISIONS)
     augment: bool = _field(True, "online augmentation: random scale and crop, flip, colour jitter")
     scale_range: tuple[float, float] = _field((0.5, 2.0), "online augmentation: random scale range")
@@ -189,24 +196,47 @@ def make_loss(name, num_classes, ignore_index=IGNORE_INDEX, class_weights=None, 
     return losses.get(name)  # raises, listing the valid names
 
 
-def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0):
+def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0, ema_momentum=None):
     """An optimiser over a learning-rate ``schedule`` with decoupled weight decay.
 
     Weight decay (``w -= lr * weight_decay * w`` at every step) applies to every
     weight, batch-norm parameters included, as in the official DDRNet recipe.
+    ``ema_momentum`` (0 < m < 1) makes the optimiser keep an exponential moving
+    average of the trainable weights (``avg = m * avg + (1 - m) * w`` after every
+    step), which Keras copies into the model at the end of ``fit``.
     """
     weight_decay = weight_decay or None
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum is not None else {}
     if name == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=False, weight_decay=weight_decay)
+        return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=False, weight_decay=weight_decay, **ema)
     if name == "adam":
-        return keras.optimizers.Adam(schedule, weight_decay=weight_decay)
+        return keras.optimizers.Adam(schedule, weight_decay=weight_decay, **ema)
     if name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0, **ema)
     raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+
+
+class _AveragedValidation(keras.callbacks.Callback):
+    """Validates the moving average of the weights (``ema_momentum``), then gives the training its weights back."""
+
+    def __init__(self):
+        super().__init__()
+        self._block = None
+
+    def on_test_begin(self, logs=None):
+        self._block = averaged_weights(self.model)
+        self._block.__enter__()
+
+    def on_test_end(self, logs=None):
+        block, self._block = self._block, None
+        block.__exit__(None, None, None)
 
 
 class _RunState(keras.callbacks.Callback):
     """After every epoch, saves ``best.keras`` (when the score improved), ``last.keras`` and ``state.json``.
+
+    ``best.keras`` holds the weights that were validated: their moving average where the optimiser keeps
+    one; ``last.keras`` the weights being trained, with the average in its optimiser state.
 
     Every file is written atomically, in an order that a kill at any moment
     leaves resumable (see :func:`read_run_state`): both checkpoints are
@@ -237,7 +267,8 @@ class _RunState(keras.callbacks.Callback):
                 with contextlib.ExitStack() as stack:
                     if improved:
                         best = stack.enter_context(atomic_write(os.path.join(self.directory, BEST_CHECKPOINT)))
-                        self.model.save(best)
+                        with averaged_weights(self.model):
+                            self.model.save(best)
                         done["best_sha256"] = file_digest(best)
                     self.model.save(last)
                     done["last_sha256"] = file_digest(last)
@@ -349,8 +380,8 @@ HARMLESS_FIELDS = ("data", "images", "checkpoint_dir", "resume", "allow_changes"
 #: cannot change them, even with ``allow_changes``.
 CHECKPOINT_FIELDS = ("preset", "weights", "loss", "class_weights", "ohem_threshold", "ohem_min_kept", "focal_gamma",
                      "focal_alpha", "aux_loss_weight", "optimizer", "learning_rate", "schedule", "warmup_epochs",
-                     "poly_power", "end_learning_rate_ratio", "momentum", "weight_decay", "precision",
-                     "scale_learning_rate")
+                     "poly_power", "end_learning_rate_ratio", "momentum", "weight_decay", "ema_momentum",
+                     "precision", "scale_learning_rate")
 
 
 def _jsonable(value):
@@ -439,6 +470,10 @@ def check_config(config: TrainConfig):
         raise ConfigError(f"{option('warmup_epochs', config.warmup_epochs)} is longer than the run "
                           f"({option('epochs', config.epochs)}): the learning rate would never reach its peak. "
                           f"Lower {option('warmup_epochs')} (0 turns the warm-up off) or raise {option('epochs')}.")
+    if config.ema_momentum is not None and not 0 < config.ema_momentum < 1:
+        raise ConfigError(f"{option('ema_momentum', config.ema_momentum)}: the momentum of a moving average lies "
+                          f"between 0 and 1 (e.g. {option('ema_momentum', 0.999)}, an average over about 1000 "
+                          f"steps); leave it out to train without one.")
     if config.crop_size and min(config.crop_size) < 1:
         raise ConfigError(f"{option('crop_size', ' '.join(str(s) for s in config.crop_size))}: a training crop needs "
                           f"a positive height and width, e.g. {option('crop_size', '192 256')}.")
@@ -557,11 +592,20 @@ def _new_model(config, info, fingerprint, steps_per_epoch, run):
                               aux_loss_weight=config.aux_loss_weight)
     names = postprocess.output_class_names(model.num_classes, info.class_names)
     model.set_classes(names, info.colors[:len(names)])
-    schedule = WarmupDecay(_learning_rate(config, run), total_steps=config.epochs * steps_per_epoch,
+    total_steps = config.epochs * steps_per_epoch
+    span = 1 / (1 - config.ema_momentum) if config.ema_momentum is not None else 0
+    if run.is_chief and span > total_steps / 4:
+        advice = (f"Lower it: {option('ema_momentum', round(1 - 10 / total_steps, 4))} spans a tenth of the run."
+                  if total_steps > 20 else f"The run is too short for an average: leave {option('ema_momentum')} out.")
+        logger.warning("%s averages over about %d steps, more than a quarter of the run's %d: the average will "
+                       "weigh the first, barely trained steps heavily. %s",
+                       option("ema_momentum", config.ema_momentum), round(span), total_steps, advice)
+    schedule = WarmupDecay(_learning_rate(config, run), total_steps=total_steps,
                            warmup_steps=int(config.warmup_epochs * steps_per_epoch), kind=config.schedule,
                            power=config.poly_power, end_ratio=config.end_learning_rate_ratio)
     model.compile(
-        optimizer=make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay),
+        optimizer=make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay,
+                                 config.ema_momentum),
         loss=make_loss(config.loss, info.num_classes, class_weights=class_weights,
                        ohem_threshold=config.ohem_threshold, ohem_min_kept=config.ohem_min_kept,
                        focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha),
@@ -587,7 +631,8 @@ def _callbacks(config, run, state, model, schedule, steps_per_epoch, info):
 
     ``schedule``: the new run's learning-rate schedule, which a time budget shortens; ``None`` when resuming.
     """
-    callbacks = _chief_callbacks(config.checkpoint_dir, state) if run.is_chief else []
+    callbacks = [_AveragedValidation()] if config.ema_momentum is not None else []  # before the checkpoints
+    callbacks += _chief_callbacks(config.checkpoint_dir, state) if run.is_chief else []
     if config.time_budget is None:
         return callbacks, config.epochs
     validation_steps = -(-info.split_sizes.get("validation", 0) // _global_batch(config, run))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harness import run_in_backend
-from segzoo import distributed, losses, training
+from segzoo import distributed, keras_internals, losses, training
 from segzoo.training import TrainConfig, make_loss, make_optimizer, train
 
 
@@ -129,6 +129,42 @@ def test_resume_continues_epoch_optimizer_and_schedule(make_folder, tmp_path, ti
     schedule = resumed.optimizer._learning_rate
     assert schedule.get_config() == model.optimizer._learning_rate.get_config()
     assert float(resumed.optimizer.learning_rate) == pytest.approx(float(schedule(9)))
+
+
+def test_a_moving_average_is_validated_kept_as_best_and_resumed(make_folder, tmp_path, tiny_preset, caplog):
+    from segzoo import data
+
+    folder = make_folder(num_sources=8, copies=0)
+    run = tmp_path / "run"
+    settings = config(folder, run, preset=tiny_preset, epochs=1, steps_per_epoch=3, optimizer="sgd",
+                      learning_rate=0.2, ema_momentum=0.5)
+    with caplog.at_level("WARNING", logger="segzoo.training"):
+        model, history = train(settings)
+    assert "ema_momentum=0.5 averages over about 2 steps, more than a quarter of the run's 3" in caplog.text
+    last = keras.saving.load_model(run / "last.keras", safe_mode=True)
+    best = keras.saving.load_model(run / "best.keras", safe_mode=True)
+    with data.open_source(str(folder)) as source:
+        _, val_ds = training._pipelines(settings, source, distributed.start_run(), resumed=False)
+        # validation scored the average, which best.keras and the returned model hold; last.keras trains on
+        assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(history["val_loss"][-1])
+        assert last.evaluate(val_ds, verbose=0, return_dict=True)["loss"] != pytest.approx(history["val_loss"][-1])
+    for averaged, kept, trained, (_, average) in zip(model.trainable_variables, best.trainable_variables,
+                                                     last.trainable_variables,
+                                                     keras_internals.moving_average_pairs(last.optimizer)):
+        np.testing.assert_allclose(*(keras.ops.convert_to_numpy(v) for v in (kept, averaged)), rtol=1e-6)
+        np.testing.assert_allclose(*(keras.ops.convert_to_numpy(v) for v in (average, averaged)), rtol=1e-6)
+    assert any(not np.allclose(keras.ops.convert_to_numpy(t), keras.ops.convert_to_numpy(a))
+               for t, a in zip(last.trainable_variables, model.trainable_variables))
+    resumed, _ = train(dataclasses.replace(settings, epochs=2, resume=True, allow_changes=True))
+    assert int(resumed.optimizer.iterations) == 6 and resumed.optimizer.use_ema
+    with pytest.raises(training.ConfigError, match="ema_momentum cannot change on resume"):
+        train(dataclasses.replace(settings, epochs=3, resume=True, allow_changes=True, ema_momentum=0.9))
+
+
+def test_a_moving_average_momentum_outside_0_1_is_refused_before_any_work(tmp_path):
+    with pytest.raises(training.ConfigError, match=r"ema_momentum=1.5: the momentum of a moving average lies"):
+        train(config(tmp_path / "no_data", tmp_path / "run", ema_momentum=1.5))
+    assert not os.path.exists(tmp_path / "run")
 
 
 def test_binary_loss_trains_a_one_channel_model(make_folder, tmp_path, tiny_preset):
