@@ -8,10 +8,6 @@ far away. segzoo pins Keras to one minor version (``setup.cfg``) for the same re
 
 from __future__ import annotations
 
-import contextlib
-
-from keras import ops
-
 # keras.applications' modules: their weight URLs and hashes (the backbones download them through
 # keras.utils.get_file, as keras.applications does), and their feature-layer names.
 from keras.src.applications import efficientnet, efficientnet_v2, mobilenet_v3  # noqa: F401
@@ -57,40 +53,6 @@ def restore_call(layer):
         object.__delattr__(layer, "call")
 
 
-def moving_average_pairs(optimizer):
-    """``[(model variable, its moving average)]`` of an optimiser built with ``use_ema=True``; ``[]`` otherwise.
-
-    A loss-scale optimiser (mixed_float16) is looked through to the optimiser it wraps. Keras keeps the
-    averages in the private ``_model_variables_moving_average`` (its own SwapEMAWeights callback reads it too).
-    """
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    if not getattr(optimizer, "use_ema", False) or not hasattr(optimizer, "_model_variables_moving_average"):
-        return []
-    return list(zip(optimizer._trainable_variables, optimizer._model_variables_moving_average))
-
-
-def _swap(pairs):
-    for variable, average in pairs:
-        held = ops.convert_to_numpy(variable)
-        variable.assign(average)
-        average.assign(held)
-
-
-@contextlib.contextmanager
-def averaged_weights(model):
-    """Inside the block, ``model`` holds its optimiser's moving averages of the weights (after, its own again).
-
-    Nothing changes for a model whose optimiser keeps no averages. The two sets trade places, so no copy of
-    the weights stays in memory.
-    """
-    pairs = moving_average_pairs(getattr(model, "optimizer", None))
-    _swap(pairs)
-    try:
-        yield model
-    finally:
-        _swap(pairs)
-
-
-__all__ = ["averaged_weights", "backend_image", "efficientnet", "efficientnet_v2", "graph_nodes", "keras_home",
-           "mobilenet_v3", "moving_average_pairs", "producer", "replace_class", "restore_call", "shadow_call", "sublayers",
+__all__ = ["backend_image", "efficientnet", "efficientnet_v2", "graph_nodes", "keras_home",
+           "mobilenet_v3", "producer", "replace_class", "restore_call", "shadow_call", "sublayers",
            "trace_symbolically"]

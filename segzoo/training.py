@@ -8,9 +8,9 @@ Checkpoints (``checkpoint_dir``): ``best.keras`` (best validation mean IoU),
 ``last.keras`` (end of the latest epoch, optimiser state included) and
 ``state.json`` (epochs done, best score), plus ``log.csv`` and TensorBoard
 logs in ``logs/``. With ``ema_momentum``, validation and ``best.keras`` use the
-exponential moving average of the weights, and so does the model :func:`train`
-returns; ``last.keras`` holds the weights being trained with their average in
-its optimiser state. ``resume=True`` reloads ``last.keras`` and continues at the
+moving average of the weights (:mod:`segzoo.weight_average`), and so does the
+model :func:`train` returns; ``last.keras`` holds the weights being trained and
+``average.npz`` their average. ``resume=True`` reloads ``last.keras`` and continues at the
 next epoch: weights, optimiser moments, step counter and so the learning-rate
 schedule all continue where the interrupted run stopped.
 
@@ -41,7 +41,6 @@ import keras
 from segzoo import distributed, losses, postprocess, presets
 from segzoo.constants import IGNORE_INDEX
 from segzoo.files import PARTIAL_PREFIX, atomic_write, check_output, check_writable, file_digest, write_json
-from segzoo.keras_internals import averaged_weights
 from segzoo.metrics import MeanIoU
 from segzoo.models import check_keras_file, load_model
 from segzoo.checkpoints.torch_file import CheckpointError
@@ -49,6 +48,7 @@ from segzoo.errors import ConfigError, OutputExistsError, option, switch
 from segzoo.schedules import SCHEDULES, WarmupDecay
 from segzoo.settings import check_settings, config_field as _field
 from segzoo.time_budget import TimeBudget
+from segzoo.weight_average import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 MONITOR = "val_mean_iou"
 #: What a fresh run with overwrite=True deletes from checkpoint_dir first.
-RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, CONFIG_FILE, "log.csv", "logs")
+#: The moving average of the weights (``ema_momentum``), beside ``last.keras``.
+AVERAGE_FILE = "average.npz"
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, CONFIG_FILE, AVERAGE_FILE, "log.csv", "logs")
 
 
 #: The automatic class weightings, by the power of the median-frequency weights they take (``sqrt``: milder).
@@ -196,47 +198,27 @@ def make_loss(name, num_classes, ignore_index=IGNORE_INDEX, class_weights=None, 
     return losses.get(name)  # raises, listing the valid names
 
 
-def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0, ema_momentum=None):
+def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0):
     """An optimiser over a learning-rate ``schedule`` with decoupled weight decay.
 
     Weight decay (``w -= lr * weight_decay * w`` at every step) applies to every
     weight, batch-norm parameters included, as in the official DDRNet recipe.
-    ``ema_momentum`` (0 < m < 1) makes the optimiser keep an exponential moving
-    average of the trainable weights (``avg = m * avg + (1 - m) * w`` after every
-    step), which Keras copies into the model at the end of ``fit``.
     """
     weight_decay = weight_decay or None
-    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum is not None else {}
     if name == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=False, weight_decay=weight_decay, **ema)
+        return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=False, weight_decay=weight_decay)
     if name == "adam":
-        return keras.optimizers.Adam(schedule, weight_decay=weight_decay, **ema)
+        return keras.optimizers.Adam(schedule, weight_decay=weight_decay)
     if name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0, **ema)
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
     raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
-
-
-class _AveragedValidation(keras.callbacks.Callback):
-    """Validates the moving average of the weights (``ema_momentum``), then gives the training its weights back."""
-
-    def __init__(self):
-        super().__init__()
-        self._block = None
-
-    def on_test_begin(self, logs=None):
-        self._block = averaged_weights(self.model)
-        self._block.__enter__()
-
-    def on_test_end(self, logs=None):
-        block, self._block = self._block, None
-        block.__exit__(None, None, None)
 
 
 class _RunState(keras.callbacks.Callback):
     """After every epoch, saves ``best.keras`` (when the score improved), ``last.keras`` and ``state.json``.
 
-    ``best.keras`` holds the weights that were validated: their moving average where the optimiser keeps
-    one; ``last.keras`` the weights being trained, with the average in its optimiser state.
+    With a :class:`segzoo.weight_average.WeightAverage` (``average``), ``best.keras`` holds the averaged
+    weights, which validation scored, ``last.keras`` the weights being trained, and ``average.npz`` the average.
 
     Every file is written atomically, in an order that a kill at any moment
     leaves resumable (see :func:`read_run_state`): both checkpoints are
@@ -245,9 +227,10 @@ class _RunState(keras.callbacks.Callback):
     finally ``state.json`` names them as done.
     """
 
-    def __init__(self, directory, state=None):
+    def __init__(self, directory, state=None, average=None):
         super().__init__()
         self.directory = directory
+        self.average = average
         state = dict(state or {})
         state.pop("pending", None)
         self.state = state
@@ -262,14 +245,19 @@ class _RunState(keras.callbacks.Callback):
         done = {"epochs_done": epoch + 1, "monitor": MONITOR,
                 "best": float(score) if improved else (None if math.isinf(self.best) else self.best),
                 "last_sha256": None, "best_sha256": self.state.get("best_sha256")}
+        averaged = self.average.applied() if self.average is not None else contextlib.nullcontext()
         with distributed.without_distribution():
             with atomic_write(os.path.join(self.directory, LAST_CHECKPOINT)) as last:
                 with contextlib.ExitStack() as stack:
                     if improved:
                         best = stack.enter_context(atomic_write(os.path.join(self.directory, BEST_CHECKPOINT)))
-                        with averaged_weights(self.model):
+                        with averaged:
                             self.model.save(best)
                         done["best_sha256"] = file_digest(best)
+                    if self.average is not None:
+                        average = stack.enter_context(atomic_write(os.path.join(self.directory, AVERAGE_FILE)))
+                        self.average.save(average)
+                        done["average_sha256"] = file_digest(average)
                     self.model.save(last)
                     done["last_sha256"] = file_digest(last)
                     self._write_state({**self.state, "pending": done})
@@ -474,6 +462,9 @@ def check_config(config: TrainConfig):
         raise ConfigError(f"{option('ema_momentum', config.ema_momentum)}: the momentum of a moving average lies "
                           f"between 0 and 1 (e.g. {option('ema_momentum', 0.999)}, an average over about 1000 "
                           f"steps); leave it out to train without one.")
+    if config.ema_momentum is not None and config.distributed:
+        raise ConfigError(f"{option('ema_momentum')} keeps the average in one process's memory; with "
+                          f"--distributed leave it out.")
     if config.crop_size and min(config.crop_size) < 1:
         raise ConfigError(f"{option('crop_size', ' '.join(str(s) for s in config.crop_size))}: a training crop needs "
                           f"a positive height and width, e.g. {option('crop_size', '192 256')}.")
@@ -604,8 +595,7 @@ def _new_model(config, info, fingerprint, steps_per_epoch, run):
                            warmup_steps=int(config.warmup_epochs * steps_per_epoch), kind=config.schedule,
                            power=config.poly_power, end_ratio=config.end_learning_rate_ratio)
     model.compile(
-        optimizer=make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay,
-                                 config.ema_momentum),
+        optimizer=make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay),
         loss=make_loss(config.loss, info.num_classes, class_weights=class_weights,
                        ohem_threshold=config.ohem_threshold, ohem_min_kept=config.ohem_min_kept,
                        focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha),
@@ -631,8 +621,9 @@ def _callbacks(config, run, state, model, schedule, steps_per_epoch, info):
 
     ``schedule``: the new run's learning-rate schedule, which a time budget shortens; ``None`` when resuming.
     """
-    callbacks = [_AveragedValidation()] if config.ema_momentum is not None else []  # before the checkpoints
-    callbacks += _chief_callbacks(config.checkpoint_dir, state) if run.is_chief else []
+    average = _weight_average(config, state) if config.ema_momentum is not None else None
+    callbacks = [average] if average is not None else []  # first: validation and checkpoints see the average
+    callbacks += _chief_callbacks(config.checkpoint_dir, state, average) if run.is_chief else []
     if config.time_budget is None:
         return callbacks, config.epochs
     validation_steps = -(-info.split_sizes.get("validation", 0) // _global_batch(config, run))
@@ -653,10 +644,25 @@ def _remove_partial_files(directory):
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
-def _chief_callbacks(directory, state):
-    """Checkpoints (best, last, state), CSV and TensorBoard logs into ``directory``; ``state`` of a resumed run."""
+def _weight_average(config, state):
+    """The :class:`WeightAverage` of a run; a resumed run continues the average it saved with its last epoch."""
+    average = WeightAverage(config.ema_momentum)
+    path = os.path.join(config.checkpoint_dir, AVERAGE_FILE)
+    if state is None:
+        return average
+    if os.path.isfile(path) and state.get("average_sha256") == file_digest(path):
+        average.resume_from = path
+    else:  # a run saved without one, or stopped between writing the average and last.keras
+        logger.warning("%s: no average of the weights saved with epoch %d; the average starts anew from its "
+                       "weights.", config.checkpoint_dir, state["epochs_done"])
+    return average
+
+
+def _chief_callbacks(directory, state, average=None):
+    """Checkpoints (best, last, state, the weight ``average``), CSV and TensorBoard logs into ``directory``;
+    ``state`` of a resumed run."""
     return [
-        _RunState(directory, state),
+        _RunState(directory, state, average),
         keras.callbacks.CSVLogger(os.path.join(directory, "log.csv"), append=state is not None),
         keras.callbacks.TensorBoard(os.path.join(directory, "logs")),
     ]

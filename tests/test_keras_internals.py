@@ -73,30 +73,3 @@ def test_shadow_call_applies_to_one_layer_and_is_undone():
     assert keras.ops.convert_to_numpy(second.call(x)).tolist() == [[0.0, 0.0]]
     internals.restore_call(first)
     assert keras.ops.convert_to_numpy(first.call(x)).tolist() == [[0.0, 0.0]]
-
-
-def test_averaged_weights_swaps_in_the_optimisers_moving_averages_and_back():
-    model, conv = small_model()
-    model.compile(optimizer=keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.5), loss="mse")
-    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
-    model.fit(x, np.zeros((4, 8, 8, 4), "float32"), epochs=3, verbose=0)  # fit ends with the average in the model
-    pairs = internals.moving_average_pairs(model.optimizer)
-    assert len(pairs) == len(model.trainable_variables)
-    trained = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
-    conv.kernel.assign(conv.kernel + 1.0)  # model weights now differ from their average
-    averages = [keras.ops.convert_to_numpy(a) for _, a in pairs]
-    held = keras.ops.convert_to_numpy(conv.kernel)
-    with internals.averaged_weights(model):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel), averages[0])
-        np.testing.assert_array_equal(averages[0], trained[0])
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel), held)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(pairs[0][1]), averages[0])
-
-
-def test_averaged_weights_leaves_a_model_without_averages_as_it_is():
-    model, conv = small_model()
-    model.compile(optimizer="sgd", loss="mse")
-    assert internals.moving_average_pairs(model.optimizer) == []
-    before = keras.ops.convert_to_numpy(conv.kernel)
-    with internals.averaged_weights(model):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel), before)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from harness import run_in_backend
-from segzoo import distributed, keras_internals, losses, training
+from segzoo import distributed, losses, training
 from segzoo.training import TrainConfig, make_loss, make_optimizer, train
+from segzoo.weight_average import WeightAverage
 
 
 def config(folder, checkpoint_dir, **overrides):
@@ -148,17 +149,31 @@ def test_a_moving_average_is_validated_kept_as_best_and_resumed(make_folder, tmp
         # validation scored the average, which best.keras and the returned model hold; last.keras trains on
         assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(history["val_loss"][-1])
         assert last.evaluate(val_ds, verbose=0, return_dict=True)["loss"] != pytest.approx(history["val_loss"][-1])
-    for averaged, kept, trained, (_, average) in zip(model.trainable_variables, best.trainable_variables,
-                                                     last.trainable_variables,
-                                                     keras_internals.moving_average_pairs(last.optimizer)):
-        np.testing.assert_allclose(*(keras.ops.convert_to_numpy(v) for v in (kept, averaged)), rtol=1e-6)
-        np.testing.assert_allclose(*(keras.ops.convert_to_numpy(v) for v in (average, averaged)), rtol=1e-6)
-    assert any(not np.allclose(keras.ops.convert_to_numpy(t), keras.ops.convert_to_numpy(a))
-               for t, a in zip(last.trainable_variables, model.trainable_variables))
-    resumed, _ = train(dataclasses.replace(settings, epochs=2, resume=True, allow_changes=True))
-    assert int(resumed.optimizer.iterations) == 6 and resumed.optimizer.use_ema
+    saved = WeightAverage(0.5)
+    saved.set_model(last)
+    saved.load(run / "average.npz")
+    with saved.applied():
+        for averaged, kept, stored in zip(model.weights, best.weights, last.weights):
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(kept), keras.ops.convert_to_numpy(averaged),
+                                       rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(stored), keras.ops.convert_to_numpy(averaged),
+                                       rtol=1e-6, atol=1e-7)
+
+    def differ(variables, others):
+        return any(not np.allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+                   for a, b in zip(variables, others))
+
+    assert differ(last.trainable_weights, model.trainable_weights)
+    assert differ(last.non_trainable_weights, model.non_trainable_weights)  # batch-norm statistics are averaged too
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="segzoo.training"):
+        resumed, _ = train(dataclasses.replace(settings, epochs=2, resume=True, allow_changes=True))
+        assert int(resumed.optimizer.iterations) == 6 and "starts anew" not in caplog.text
+        os.remove(run / "average.npz")
+        train(dataclasses.replace(settings, epochs=3, resume=True, allow_changes=True))
+    assert "no average of the weights saved with epoch 2; the average starts anew" in caplog.text
     with pytest.raises(training.ConfigError, match="ema_momentum cannot change on resume"):
-        train(dataclasses.replace(settings, epochs=3, resume=True, allow_changes=True, ema_momentum=0.9))
+        train(dataclasses.replace(settings, epochs=4, resume=True, allow_changes=True, ema_momentum=0.9))
 
 
 def test_a_moving_average_momentum_outside_0_1_is_refused_before_any_work(tmp_path):
