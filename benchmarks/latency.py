@@ -31,6 +31,12 @@ where installed, 1024 to 4096 square; int8 (u8 x s8 -> s32) with ONNX Runtime's
 MatMulInteger. "of peak" is GMACs x 2 / (rate x latency), the share of that rate
 the model's arithmetic reaches: int8 rows against the int8 rate.
 
+Where the graphs end (--outputs): "input", logits resized to the input size
+(what segzoo's models return; the official model gets the same bilinear resize),
+and/or "stride", logits at the output stride (1/8 for DDRNet, where the official
+model ends; segzoo's graphs without their final resize, as `segzoo export
+--no_upsample` writes them and `--argmax_at_stride` runs them live).
+
 With --checkpoint and --data, each exported runtime is also scored (mean IoU on
 the held-out images of --data), so the cost of int8 in accuracy is measured in
 the same run.
@@ -40,6 +46,7 @@ Examples:
     python benchmarks/latency.py                          # every preset, 640x480, batch 1
     python benchmarks/latency.py --presets ddrnet23_slim --runs 100 --output results/ddrnet
     python benchmarks/latency.py --checkpoint runs/q/checkpoints/best.keras --data runs/q/data/heldout
+    python benchmarks/latency.py --presets ddrnet23_slim --outputs input stride
 """
 
 from __future__ import annotations
@@ -124,11 +131,12 @@ def _session_options():
     return options
 
 
-def official_forward(workdir, shape, num_classes):
+def official_forward(workdir, shape, num_classes, upsample=True):
     """The official DDRNet-23-slim (PyTorch reference, random weights) on ONNX Runtime: ``images -> logits``.
 
     Normalisation is left out of the graph, as in the official code (it happens in
-    its data loader); the output is upsampled to the input size, as segzoo's is.
+    its data loader); with ``upsample`` the output is resized to the input size, as
+    segzoo's is, else it stays at stride 8, where the official model ends.
     """
     import onnxruntime
     import torch
@@ -142,10 +150,12 @@ def official_forward(workdir, shape, num_classes):
             self.model = model
 
         def forward(self, x):
-            return torch.nn.functional.interpolate(self.model(x)["logits"], size=x.shape[2:], mode="bilinear",
-                                                   align_corners=False)
+            logits = self.model(x)["logits"]
+            if not upsample:
+                return logits
+            return torch.nn.functional.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
 
-    path = os.path.join(workdir, "official_ddrnet23_slim.onnx")
+    path = os.path.join(workdir, f"official_ddrnet23_slim_{'input' if upsample else 'stride'}.onnx")
     with warnings.catch_warnings():  # the TorchScript exporter, deprecated, still the one without onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(Upsampled(official_model("ddrnet23_slim", num_classes)).eval(),
@@ -155,10 +165,18 @@ def official_forward(workdir, shape, num_classes):
         np.asarray(images, np.float32).transpose(0, 3, 1, 2))})[0], path
 
 
-def _score(forward, model, data_source, shape):
-    """Mean IoU of ``forward`` on the held-out images of ``data_source`` at ``shape``."""
+def _score(forward, model, data_source, shape, upsample=True):
+    """Mean IoU of ``forward`` on the held-out images of ``data_source`` at ``shape``; logits at the output
+    stride (``upsample=False``) are resized to the image bilinearly first, as the model's own graph does."""
+    import keras
+
     from segzoo import data, evaluation, postprocess
 
+    if not upsample:
+        at_stride = forward
+
+        def forward(images):
+            return keras.ops.image.resize(at_stride(images), tuple(images.shape[1:3]))
     info = data.load_info(data_source)
     dataset = data.load(data_source, "all", batch_size=1, image_size=shape[:2], shuffle=False)
     names = model.class_names or postprocess.output_class_names(model.num_classes, info.class_names)
@@ -182,13 +200,14 @@ def benchmark_preset(name, args, ceilings, workdir, gpus):
     else:
         calibration = np.random.default_rng(0).uniform(0, 255, (args.calibration_images, *shape)).astype(np.float32)
     rows = []
-    for name_of_runtime in args.runtimes:
+    for output, name_of_runtime in ((o, r) for o in args.outputs for r in args.runtimes):
         if not runtime.is_available(name_of_runtime):
             continue
-        row = {"preset": name, "runtime": name_of_runtime, "params_m": params / 1e6, "gmacs": gmacs}
+        row = {"preset": name, "runtime": name_of_runtime, "output": output, "params_m": params / 1e6,
+               "gmacs": gmacs}
         try:
             forward = runtime.make_forward(name_of_runtime, model, shape[:2], workdir, calibration_images=calibration,
-                                           check_images=calibration[:2])
+                                           check_images=calibration[:2], upsample=output == "input")
             runs = max(args.runs // 5, 10) if name_of_runtime == "keras-xla" and not gpus else args.runs
             row.update(evaluation.measure_latency(model, shape, args.batch_size, args.warmup, runs, forward=forward))
             rate = ceilings["int8" if name_of_runtime in runtime.INT8_RUNTIMES else "float32"]
@@ -196,7 +215,7 @@ def benchmark_preset(name, args, ceilings, workdir, gpus):
             if forward.path:
                 row["file_mb"] = os.path.getsize(forward.path) / 1e6
             if args.checkpoint and args.data:
-                row["mean_iou"] = _score(forward, model, args.data, shape)
+                row["mean_iou"] = _score(forward, model, args.data, shape, upsample=output == "input")
         except Exception as error:  # one runtime failing must not hide the others
             row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
         rows.append(row)
@@ -206,9 +225,10 @@ def benchmark_preset(name, args, ceilings, workdir, gpus):
 
 def _format_row(row):
     """One markdown table row."""
+    runtime = row["runtime"] + (", at stride" if row.get("output") == "stride" else "")
     if "error" in row:
-        return f"| `{row['preset']}` | {row['runtime']} | failed: {row['error']} |"
-    cells = [f"`{row['preset']}`", row["runtime"], f"{row['params_m']:.2f}", f"{row['gmacs']:.2f}",
+        return f"| `{row['preset']}` | {runtime} | failed: {row['error']} |"
+    cells = [f"`{row['preset']}`", runtime, f"{row['params_m']:.2f}", f"{row['gmacs']:.2f}",
              f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}",
              "n/a" if row.get("of_peak") is None else f"{row['of_peak']:.0%}"]
     if "mean_iou" in row:
@@ -234,6 +254,9 @@ def main(argv=None):
                             help="time (and score) this trained .keras model instead of presets")
     parser.add_argument("--data", help="rgb/ + gt/ folder: calibration images, and held-out images to score on")
     parser.add_argument("--calibration_images", type=int, default=16, help="int8 calibration images (default: 16)")
+    parser.add_argument("--outputs", nargs="+", choices=("input", "stride"), default=["input"],
+                        help="where the timed graphs end: logits resized to the input size, and/or at the "
+                             "output stride, where the official model ends (default: input)")
     parser.add_argument("--output", help="write <output>.md and <output>.json")
     args = parser.parse_args(argv)
 
@@ -263,8 +286,8 @@ def main(argv=None):
     print("\n" + columns + "\n" + "|---" * (columns.count("|") - 1) + "|")
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        if args.official:
-            rows.append(official_row(args, ceilings, workdir))
+        for output in args.outputs if args.official else ():
+            rows.append(official_row(args, ceilings, workdir, upsample=output == "input"))
             print(_format_row(rows[-1]), flush=True)
         for name in names:
             rows += benchmark_preset(name, args, ceilings, workdir, machine["gpus"])
@@ -278,7 +301,7 @@ def main(argv=None):
             f.writelines(_format_row(row) + "\n" for row in rows)
 
 
-def official_row(args, ceilings, workdir):
+def official_row(args, ceilings, workdir, upsample=True):
     """The row of the official DDRNet-23-slim on ONNX Runtime (see :func:`official_forward`)."""
     from segzoo import evaluation, presets
     from segzoo.utils import count_flops, count_params
@@ -286,9 +309,10 @@ def official_row(args, ceilings, workdir):
     shape = (*args.size, 3)
     ours = presets.from_name("ddrnet23_slim", num_classes=args.num_classes)  # the same architecture's cost
     gmacs = count_flops(ours, shape) / 1e9
-    row = {"preset": OFFICIAL, "runtime": "onnx (torch.onnx)", "params_m": count_params(ours) / 1e6, "gmacs": gmacs}
+    row = {"preset": OFFICIAL, "runtime": "onnx (torch.onnx)", "output": "input" if upsample else "stride",
+           "params_m": count_params(ours) / 1e6, "gmacs": gmacs}
     try:
-        forward, _ = official_forward(workdir, shape, args.num_classes)
+        forward, _ = official_forward(workdir, shape, args.num_classes, upsample)
         row.update(evaluation.measure_latency(ours, shape, args.batch_size, args.warmup, args.runs, forward=forward))
         row["of_peak"] = gmacs * 2 / (ceilings["float32"] * row["median_ms"] / 1000.0)
     except Exception as error:  # the yardstick failing must not hide segzoo's rows

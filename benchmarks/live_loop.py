@@ -7,6 +7,11 @@ each stage takes per frame and the frames per second of the whole loop. The
 model runs at the frame's size, so postprocess is the softmax-free part: argmax
 and, when smoothing, the moving average.
 
+--argmax says where the argmax is taken: "input", on logits the model's graph
+resized to the frame (the default of the live predictor), and/or "stride", at the
+model's output stride, with the class map upsampled (`--argmax_at_stride`). With
+both, the run also reports how many pixels the two agree on over the video.
+
 Example:
 
     python benchmarks/live_loop.py --checkpoint segzoo_quickstart/checkpoints/best.keras \\
@@ -22,6 +27,7 @@ import tempfile
 import time
 
 import cv2
+import numpy as np
 
 from segzoo.cli.arguments import add_checkpoint_argument
 
@@ -54,6 +60,9 @@ def main(argv=None):
     parser.add_argument("--runtimes", nargs="+", default=["keras", "litert", "onnx", "auto"],
                         help="FramePredictor runtimes (default: keras litert onnx auto)")
     parser.add_argument("--smoothing", type=float, default=0.0, help="temporal smoothing (default: 0)")
+    parser.add_argument("--argmax", nargs="+", choices=("input", "stride"), default=["input", "stride"],
+                        help="where the argmax is taken: on logits resized to the frame, and/or at the model's "
+                             "output stride with the class map upsampled (default: both)")
     parser.add_argument("--output", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
 
@@ -73,19 +82,48 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         video = os.path.join(workdir, "video.avi")
         frames = resized_video(args.video, video, args.size)
-        for name in args.runtimes:
-            predictor = inference.FramePredictor(model, smoothing=args.smoothing, runtime=name)
+        for name, argmax in ((n, a) for a in args.argmax for n in args.runtimes):
+            predictor = inference.FramePredictor(model, smoothing=args.smoothing, runtime=name,
+                                                 argmax_at_stride=argmax == "stride")
             predictor.predict(_first_frame(video))  # build (and export, or choose) before the timed loop
-            result = inference.predict_video(predictor, video, os.path.join(workdir, f"out_{name}.avi"), colors,
-                                             names, progress=False)
+            result = inference.predict_video(predictor, video, os.path.join(workdir, f"out_{name}_{argmax}.avi"),
+                                             colors, names, progress=False)
             times = result["times_ms"]
-            label = name if name != "auto" else f"auto ({predictor.chosen_runtime})"
-            rows.append({"runtime": label, "frames": frames, "times_ms": times, "loop_fps": result["loop_fps"]})
+            label = (name if name != "auto" else f"auto ({predictor.chosen_runtime})") + (
+                ", argmax at stride" if argmax == "stride" else "")
+            rows.append({"runtime": label, "argmax": argmax, "frames": frames, "times_ms": times,
+                         "loop_fps": result["loop_fps"]})
             print(f"| {label} | " + " | ".join(f"{times.get(stage, 0.0):.1f}" for stage in stages)
                   + f" | {times['total']:.1f} | {result['loop_fps']:.1f} |", flush=True)
+        agreement = None
+        if set(args.argmax) == {"input", "stride"}:
+            agreement = class_agreement(model, video, args.smoothing)
+            print(f"\nArgmax at stride against argmax at the frame's size (keras runtime): {agreement:.2%} of the "
+                  f"pixels of {frames} frames have the same class.")
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine, "size": list(args.size), "rows": rows}, f, indent=2)
+            json.dump({"machine": machine, "size": list(args.size), "rows": rows, "class_agreement": agreement},
+                      f, indent=2)
+
+
+def class_agreement(model, video, smoothing=0.0):
+    """Share of the pixels of every frame of ``video`` whose class is the same with the argmax taken at the
+    model's output stride (class map upsampled) as with the argmax of the logits resized to the frame."""
+    from segzoo import inference
+
+    exact = inference.FramePredictor(model, smoothing=smoothing)
+    at_stride = inference.FramePredictor(model, smoothing=smoothing, argmax_at_stride=True)
+    same = total = 0
+    capture = cv2.VideoCapture(video)
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        same += int(np.count_nonzero(exact.predict_classes(frame) == at_stride.predict_classes(frame)))
+        total += frame.shape[0] * frame.shape[1]
+    capture.release()
+    return same / max(total, 1)
 
 
 def _first_frame(video):

@@ -107,7 +107,7 @@ class Postprocess(keras.layers.Layer):
         return {**super().get_config(), "output": self.kind}
 
 
-def inference_model(model, input_size, output="logits", batch_size=None):
+def inference_model(model, input_size, output="logits", batch_size=None, upsample=True):
     """A functional model of fixed input size around ``model``, for export.
 
     Args:
@@ -116,11 +116,13 @@ def inference_model(model, input_size, output="logits", batch_size=None):
             for a graph of any size.
         output: ``"logits"``, ``"probabilities"`` or ``"classes"``.
         batch_size: fixed batch size, or None for any.
+        upsample: end with the model's resize to the input size (default); ``False`` ends at its output
+            stride (:meth:`segzoo.models.SegmentationModel.stride_logits`), ``(B, H / s, W / s, ...)``.
     """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}.")
     inputs = keras.Input((*input_size, 3), batch_size=batch_size, name="images")
-    outputs = model(inputs, training=False)
+    outputs = model(inputs, training=False) if upsample else model.stride_logits(inputs)
     if output != "logits":
         outputs = Postprocess(output, name=output)(outputs)
     return keras.Model(inputs, outputs, name=f"{model.name}_inference")
@@ -135,6 +137,7 @@ class ExportReport:
     quantize: str
     output: str
     input_size: tuple
+    upsample: bool
     max_abs_error: float
     max_relative_error: float
     class_agreement: float
@@ -142,7 +145,8 @@ class ExportReport:
 
     def summary(self):
         """One line for people."""
-        return (f"{self.path} ({self.format}, {self.quantize}, {self.size_bytes / 1e6:.1f} MB): class "
+        at = "" if self.upsample else ", at the output stride"
+        return (f"{self.path} ({self.format}, {self.quantize}{at}, {self.size_bytes / 1e6:.1f} MB): class "
                 f"agreement {self.class_agreement:.4%}, max |difference| {self.max_abs_error:.3g} "
                 f"({self.max_relative_error:.2e} of the output range)")
 
@@ -260,7 +264,7 @@ def compare_outputs(expected, actual, output, quantize):
 
 
 def export_model(model, path, format="litert", quantize="none", input_size=(480, 640), output="logits",
-                 representative_images=None, check_images=None, overwrite=False):
+                 representative_images=None, check_images=None, overwrite=False, upsample=True):
     """Export ``model`` to ``path`` and check the file against the Keras model.
 
     Args:
@@ -279,6 +283,8 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
             ``path`` and moved into place once it is complete and checked; a
             file that disagrees with the model is left at
             ``<path>.mismatch<ext>`` for inspection, never at ``path``.
+        upsample: the graph ends with the resize to the input size (default); ``False``: at the model's output
+            stride, as the official DDRNet models do (the caller upsamples, e.g. the class map after the argmax).
 
     Returns:
         :class:`ExportReport`.
@@ -313,9 +319,9 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
                         else np.random.default_rng(0).uniform(0, 255, (2, *input_size, 3)).astype(np.float32))
     check_images = np.asarray(check_images, np.float32)
     if format == "litert":
-        graph = inference_model(model, input_size, output, batch_size=1)
+        graph = inference_model(model, input_size, output, batch_size=1, upsample=upsample)
     else:  # any size: see the module docstring
-        graph = inference_model(model, (None, None), output)
+        graph = inference_model(model, (None, None), output, upsample=upsample)
     # Run the graph first: the ONNX exporter requires a model that has been called.
     expected = np.concatenate([keras.ops.convert_to_numpy(graph(image[None])) for image in check_images])
     with atomic_write(path, folder=format == "saved_model") as temporary:
@@ -332,7 +338,8 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
         max_abs, max_rel, agreement = compare_outputs(expected, actual, output, quantize)
         size = (os.path.getsize(temporary) if os.path.isfile(temporary)
                 else sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(temporary) for f in fs))
-        report = ExportReport(path, format, quantize, output, input_size, max_abs, max_rel, agreement, size)
+        report = ExportReport(path, format, quantize, output, input_size, upsample, max_abs, max_rel, agreement,
+                              size)
         logger.info("%s", report.summary())
         exact_enough = quantize != "none" or output == "classes" or max_rel <= MAX_RELATIVE_ERROR
         if agreement < MIN_AGREEMENT[quantize] or not exact_enough:

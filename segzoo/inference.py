@@ -123,9 +123,17 @@ class FramePredictor:
             ``"auto"``: on the first frame, time the float runtimes this machine
             has (a few runs each) and keep the fastest, logging which and the
             timings (:attr:`chosen_runtime`).
+        argmax_at_stride: the runtime runs the model without its final resize, so
+            it returns logits at the output stride (1/8 of the input for DDRNet);
+            :meth:`predict_classes` smooths and takes the argmax there and
+            upsamples the class map to the frame (nearest). Cheaper than
+            upsampling every class's logits first, and blockier at class borders
+            (``benchmarks/live_loop.py`` measures how often the classes agree).
+            :meth:`predict` still upsamples the probabilities (bilinear).
     """
 
-    def __init__(self, model, input_size=None, smoothing=0.0, keep_largest=0, runtime="keras"):
+    def __init__(self, model, input_size=None, smoothing=0.0, keep_largest=0, runtime="keras",
+                 argmax_at_stride=False):
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1); got {smoothing}.")
         if runtime not in RUNTIMES:
@@ -135,7 +143,8 @@ class FramePredictor:
         self.smoothing = float(smoothing)
         self.keep_largest = int(keep_largest)
         self.runtime = runtime
-        self._forward = runtimes.ForwardPerSize(model, runtime, what="frames")
+        self.argmax_at_stride = bool(argmax_at_stride)
+        self._forward = runtimes.ForwardPerSize(model, runtime, what="frames", upsample=not argmax_at_stride)
         self._average = None
         #: Where the time of :meth:`predict` goes, frame after frame (:class:`FrameTimes`).
         self.times = FrameTimes()
@@ -163,7 +172,8 @@ class FramePredictor:
         """Class probabilities ``float32 (B, H, W, K)`` (numpy) of float32 RGB 0..255 ``images (B, H, W, 3)``.
 
         ``H`` and ``W`` must suit the model (multiples of its size divisor); no
-        resizing and no smoothing. Runs on :attr:`runtime`.
+        resizing and no smoothing. Runs on :attr:`runtime`. With ``argmax_at_stride``
+        they come at the model's output stride, ``(B, H / s, W / s, K)``.
         """
         return keras.ops.convert_to_numpy(postprocess.probabilities(self._forward(images)))
 
@@ -208,8 +218,12 @@ class FramePredictor:
         When nothing needs them (no smoothing, the model running at the frame's
         size) the softmax is skipped: the argmax of the logits is the argmax of
         the probabilities, so the classes are the same, a few milliseconds sooner
-        at 640x480 (``benchmarks/live_loop.py``).
+        at 640x480 (``benchmarks/live_loop.py``). With ``argmax_at_stride`` the
+        argmax (and the smoothing) happen at the model's output stride and the
+        class map is upsampled to the frame.
         """
+        if self.argmax_at_stride:
+            return self._predict_classes_at_stride(frame)
         if self.smoothing or tuple(self.model_size(frame.shape)) != frame.shape[:2]:
             return self.predict(frame)[0]
         with self.times.stage("preprocess"):
@@ -218,6 +232,27 @@ class FramePredictor:
             logits = keras.ops.convert_to_numpy(self._forward(image))
         with self.times.stage("postprocess"):
             classes = keras.ops.convert_to_numpy(postprocess.classes(logits))[0].astype(np.uint8)
+            if self.keep_largest:
+                classes = keep_largest_regions(classes, self.keep_largest)
+        self.times.frames += 1
+        return classes
+
+    def _predict_classes_at_stride(self, frame):
+        with self.times.stage("preprocess"):
+            resized = self._resized(frame)[None]
+        with self.times.stage("model"):
+            logits = keras.ops.convert_to_numpy(self._forward(resized))
+        with self.times.stage("postprocess"):
+            if self.smoothing:
+                probabilities = keras.ops.convert_to_numpy(postprocess.probabilities(logits))[0]
+                if self._average is not None and self._average.shape == probabilities.shape:
+                    probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
+                self._average = probabilities
+                classes = probabilities.argmax(axis=-1).astype(np.uint8)
+            else:
+                classes = keras.ops.convert_to_numpy(postprocess.classes(logits))[0].astype(np.uint8)
+            height, width = frame.shape[:2]
+            classes = cv2.resize(classes, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
             if self.keep_largest:
                 classes = keep_largest_regions(classes, self.keep_largest)
         self.times.frames += 1
@@ -426,7 +461,7 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
 
 def add_predictor_arguments(parser):
     """Add the :class:`FramePredictor` options (``--input_size``, ``--smoothing``,
-    ``--keep_largest``, ``--no_fps``, ``--runtime``) to an argparse parser."""
+    ``--keep_largest``, ``--no_fps``, ``--runtime``, ``--argmax_at_stride``) to an argparse parser."""
     parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),
                         help="resize frames to this size for the model (default: the frame size "
                              "rounded to the model's size divisor)")
@@ -439,6 +474,10 @@ def add_predictor_arguments(parser):
                         help="run the Keras graph; or export the model for the frame size on the first frame "
                              "and run it on LiteRT or ONNX Runtime, faster on a CPU; or auto: time those on the "
                              "first frame and keep the fastest (default: keras)")
+    parser.add_argument("--argmax_at_stride", action="store_true",
+                        help="take the argmax at the model's output stride (1/8 of the input for DDRNet) and "
+                             "upsample the class map to the frame, instead of upsampling every class's logits "
+                             "first: faster, blockier at class borders")
     return parser
 
 
@@ -447,7 +486,8 @@ def predictor_from_args(args):
     and ``args.checkpoint``; names and colours come from the checkpoint when it has them."""
     model = load_model(args.checkpoint)
     names, colors = model_classes(model)
-    predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest, args.runtime)
+    predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest, args.runtime,
+                               args.argmax_at_stride)
     return predictor, colors, names
 
 

@@ -169,6 +169,17 @@ class SegmentationModel(keras.Model):
                    for name, training_head in self._training_heads.items() if training_head.active}
         return {"logits": logits, **outputs} if outputs else logits
 
+    def stride_logits(self, images, training=False):
+        """Logits ``(B, H / s, W / s, num_classes)`` float32 at the head's output stride ``s`` (8 for DDRNet and
+        PIDNet, 4 for DeepLabV3+): the model without its final resize to the input size.
+
+        The official DDRNet and PIDNet models end here too. A caller that needs class ids only can take the
+        argmax at this stride and upsample the class map, instead of upsampling every logit channel.
+        """
+        self._check_size(images)
+        logits = self.head(self.backbone(images, training=training), training=training)
+        return keras.ops.cast(logits, "float32")
+
     def _compiled_loss(self):
         """The compiled loss (``self.loss``, set by ``compile``) as a callable, or None."""
         if self._compiled_loss_source is not self.loss:

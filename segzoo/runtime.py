@@ -15,6 +15,10 @@ benchmarks) gets its forward function here, under one list of names:
 ``onnx-tensorrt``   ONNX Runtime's TensorRT provider (a GPU with TensorRT only)
 ==================  ==============================================================
 
+Every runtime takes ``upsample``: ``True`` (default) gives logits at the input
+size, ``False`` at the model's output stride (its graph without the final resize,
+as the official DDRNet models end; the caller upsamples, e.g. the class map).
+
 The exported runtimes go through :func:`segzoo.export.export_model`, which
 checks the file against the Keras model before it is used. ``auto``
 (:func:`fastest_forward`) times the float runtimes this machine has on the model
@@ -50,7 +54,7 @@ _EXPORTS = {"litert": ("litert", "none"), "litert-int8": ("litert", "int8"), "on
 _PACKAGES = {"litert": ("ai_edge_litert",), "onnx": ("onnxruntime", "tf2onnx")}
 
 
-def compiled_forward(model, jit_compile=False, fold_batch_norm=True):
+def compiled_forward(model, jit_compile=False, fold_batch_norm=True, upsample=True):
     """The ``keras`` runtime: a compiled function ``images -> logits`` (inference mode) for the active backend.
 
     TensorFlow: a ``tf.function`` graph (XLA with ``jit_compile``); JAX: ``jax.jit``
@@ -58,10 +62,15 @@ def compiled_forward(model, jit_compile=False, fold_batch_norm=True):
     With ``fold_batch_norm`` (default) it runs a copy of the model with each
     batch norm after a convolution folded into it (:mod:`segzoo.folding`):
     the same outputs, less work per frame. Weights changed in ``model`` later
-    are not seen by the returned function then.
+    are not seen by the returned function then. ``upsample=False``: logits at the
+    model's output stride (:meth:`segzoo.models.SegmentationModel.stride_logits`).
     """
     if fold_batch_norm:
         model = folding.fold_batch_norm(model)
+    if not upsample:
+        from segzoo.export import inference_model
+
+        model = inference_model(model, (None, None), upsample=False)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -183,7 +192,7 @@ def _mixed_float16_copy(model):
 
 
 def make_forward(runtime, model, input_size=None, workdir=None, calibration_images=None,
-                 check_images=None) -> Forward:
+                 check_images=None, upsample=True) -> Forward:
     """``model`` on ``runtime`` (see the module docstring).
 
     Args:
@@ -193,6 +202,7 @@ def make_forward(runtime, model, input_size=None, workdir=None, calibration_imag
         workdir: folder for the exported file (exported runtimes).
         calibration_images: RGB images ``(N, H, W, 3)`` at ``input_size`` for the int8 runtimes.
         check_images: images the export is checked on (default: some calibration images, else random).
+        upsample: logits at the input size (default), or ``False``: at the model's output stride.
 
     Raises:
         ValueError: an unknown runtime, or an exported one without ``input_size``
@@ -204,11 +214,11 @@ def make_forward(runtime, model, input_size=None, workdir=None, calibration_imag
         raise ConfigError(f"runtime {runtime!r} is not available here (its package, or a GPU, is missing); choose "
                           f"one of {', '.join(name for name in RUNTIMES if is_available(name))}.")
     if runtime == "keras":
-        return Forward(runtime, compiled_forward(model))
+        return Forward(runtime, compiled_forward(model, upsample=upsample))
     if runtime == "keras-xla":
-        return Forward(runtime, compiled_forward(model, jit_compile=True))
+        return Forward(runtime, compiled_forward(model, jit_compile=True, upsample=upsample))
     if runtime == "keras-mixed16":
-        return Forward(runtime, compiled_forward(_mixed_float16_copy(model)))
+        return Forward(runtime, compiled_forward(_mixed_float16_copy(model), upsample=upsample))
     if input_size is None or workdir is None:
         raise ValueError(f"runtime {runtime!r} exports the model: give input_size and workdir.")
     from segzoo import export
@@ -216,10 +226,11 @@ def make_forward(runtime, model, input_size=None, workdir=None, calibration_imag
     fmt, quantize = _EXPORTS[runtime]
     height, width = (int(s) for s in input_size)
     suffix = ".tflite" if fmt == "litert" else ".onnx"
-    path = os.path.join(workdir, f"{model.name}_{runtime}_{height}x{width}{suffix}")
+    stride = "" if upsample else "_stride"
+    path = os.path.join(workdir, f"{model.name}_{runtime}_{height}x{width}{stride}{suffix}")
     report = export.export_model(model, path, fmt, quantize, (height, width),
                                  representative_images=calibration_images, check_images=check_images,
-                                 overwrite=True)
+                                 overwrite=True, upsample=upsample)
     if runtime == "onnx-tensorrt":
         import onnxruntime
 
@@ -230,12 +241,14 @@ def make_forward(runtime, model, input_size=None, workdir=None, calibration_imag
     return Forward(runtime, export.runner(path, fmt), path, report)
 
 
-def fastest_forward(model, input_size, workdir, images, candidates=AUTO_CANDIDATES, warmup=2, runs=5):
+def fastest_forward(model, input_size, workdir, images, candidates=AUTO_CANDIDATES, warmup=2, runs=5,
+                    upsample=True):
     """The fastest runtime for ``model`` at ``input_size`` on this machine: ``(Forward, {runtime: ms})``.
 
     Each available candidate is built (an export must pass its check against the
     Keras model on ``images``; one that fails or cannot be built is left out and
-    logged) and timed on ``images`` ``(B, H, W, 3)``: median of ``runs`` after ``warmup``.
+    logged) and timed on ``images`` ``(B, H, W, 3)``: median of ``runs`` after ``warmup``; ``upsample`` as
+    in :func:`make_forward`.
 
     Raises:
         RuntimeError: no candidate could run the model.
@@ -245,7 +258,7 @@ def fastest_forward(model, input_size, workdir, images, candidates=AUTO_CANDIDAT
         if not is_available(runtime):
             continue
         try:
-            forward = make_forward(runtime, model, input_size, workdir, check_images=images)
+            forward = make_forward(runtime, model, input_size, workdir, check_images=images, upsample=upsample)
         except Exception as error:  # a runtime that cannot run this model is not a choice, not a failure
             logger.info("runtime auto: %s left out (%s: %s)", runtime, type(error).__name__,
                         str(error).splitlines()[0][:120])
@@ -274,15 +287,16 @@ class ForwardPerSize:
         model: a segmentation model (logits out).
         runtime: a name of :data:`RUNTIMES` (not an int8 one), or ``"auto"``.
         what: what the batches are, for the log line ("frames", "images").
+        upsample: logits at the input size (default), or ``False``: at the model's output stride.
     """
 
-    def __init__(self, model, runtime="keras", what="images"):
+    def __init__(self, model, runtime="keras", what="images", upsample=True):
         if runtime != "auto" and runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {('auto', *RUNTIMES)}; got {runtime!r}.")
         if runtime in INT8_RUNTIMES:
             raise ConfigError(f"runtime {runtime!r} needs calibration images: export the model with "
                               f"segzoo export --quantize int8 and run that file instead.")
-        self.model, self.what = model, what
+        self.model, self.what, self.upsample = model, what, upsample
         #: The runtime batches run on: ``runtime``, or what ``"auto"`` chose (None until the first batch).
         self.chosen_runtime = None if runtime == "auto" else runtime
         self._forwards = {}  # input size (None: any) -> Forward
@@ -303,13 +317,14 @@ class ForwardPerSize:
         images = np.asarray(images, np.float32)
         if self.chosen_runtime is None:
             logger.info("runtime auto: timing %s at %dx%d (once)...", ", ".join(AUTO_CANDIDATES), size[1], size[0])
-            forward, _ = fastest_forward(self.model, size, self._workdir, images)
+            forward, _ = fastest_forward(self.model, size, self._workdir, images, upsample=self.upsample)
             self.chosen_runtime = forward.runtime
             return forward
         if not self.chosen_runtime.startswith("keras"):
             logger.info("Exporting the model to %s for %dx%d %s (once per size)...", self.chosen_runtime, size[1],
                         size[0], self.what)
-        return make_forward(self.chosen_runtime, self.model, size, self._workdir, check_images=images)
+        return make_forward(self.chosen_runtime, self.model, size, self._workdir, check_images=images,
+                            upsample=self.upsample)
 
     @property
     def workdir(self):

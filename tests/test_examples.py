@@ -6,6 +6,7 @@ import os
 import runpy
 
 import cv2
+import numpy as np
 import pytest
 
 from harness import REPO_ROOT
@@ -60,7 +61,7 @@ def test_predict_video_and_camera_write_playable_videos(trained, tmp_path):
     assert output.get(cv2.CAP_PROP_FPS) == pytest.approx(source.get(cv2.CAP_PROP_FPS), abs=0.01)
     example("predict_realtime")(["--checkpoint", str(run / "best.keras"), "--camera", sample.video, "--no_show",
                                  "--output", str(tmp_path / "camera.mp4"), "--max_frames", "4",
-                                 "--runtime", "litert"])
+                                 "--runtime", "litert", "--argmax_at_stride"])
     assert cv2.VideoCapture(str(tmp_path / "camera.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 4
 
 
@@ -74,8 +75,13 @@ def test_export_int8_litert_and_onnx_with_checks(trained, tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["quantize"] == "int8" and report["class_agreement"] >= 0.95
     example("export")(["--checkpoint", str(run / "best.keras"), "--format", "onnx", "--output_kind", "classes",
-                       "--input_size", "64", "96", "--output", str(tmp_path / "m.onnx")])
+                       "--input_size", "64", "96", "--output", str(tmp_path / "m.onnx"), "--no_upsample",
+                       "--report", str(tmp_path / "onnx.json")])
     assert (tmp_path / "m.onnx").stat().st_size > 1e6
+    assert json.loads((tmp_path / "onnx.json").read_text())["upsample"] is False
+    from segzoo import export
+
+    assert export.runner(tmp_path / "m.onnx", "onnx")(np.zeros((1, 64, 96, 3), np.float32)).shape == (1, 8, 12)
     with pytest.raises(SystemExit) as refused:
         example("export")(["--checkpoint", str(run / "best.keras"), "--format", "litert", "--quantize", "int8",
                            "--output", str(tmp_path / "n.tflite")])

@@ -1,5 +1,6 @@
 """segzoo.export: every format and quantisation runs and agrees with Keras; disagreement fails loudly."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -39,6 +40,17 @@ def test_export_runs_and_agrees(model, tmp_path, fmt, quantize, output):
     assert result.shape == expected_shape
     if output == "classes":
         assert result.dtype == np.int32 and set(np.unique(result)) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+def test_an_export_without_upsample_ends_at_the_output_stride(model, tmp_path, fmt):
+    images = random_images(2, 32, 48, seed=4)
+    report = export.export_model(model, tmp_path / f"model.{'tflite' if fmt == 'litert' else 'onnx'}", fmt,
+                                 input_size=(32, 48), check_images=images, upsample=False)
+    assert not report.upsample and "at the output stride" in report.summary()
+    result = export.runner(report.path, fmt)(images)
+    assert result.shape == (2, 4, 6, 3)  # stride 8
+    np.testing.assert_allclose(result, keras.ops.convert_to_numpy(model.stride_logits(images)), atol=1e-4)
 
 
 def test_disagreeing_export_fails_loudly(model, tmp_path, monkeypatch):

@@ -67,6 +67,27 @@ def test_smoothing_is_a_moving_average_of_probabilities(model):
         FramePredictor(model, smoothing=1.0)
 
 
+@pytest.mark.parametrize("runtime", ["keras", "onnx"])
+def test_argmax_at_stride_upsamples_the_class_map_of_the_stride_logits(model, runtime):
+    frames = np.random.default_rng(7).integers(0, 255, (2, 32, 48, 3), dtype=np.uint8)
+    predictor = FramePredictor(model, runtime=runtime, argmax_at_stride=True)
+    smoothed = FramePredictor(model, smoothing=0.5, argmax_at_stride=True)
+    probabilities = []
+    for frame in frames:
+        logits = keras.ops.convert_to_numpy(model.stride_logits(frame[None].astype(np.float32)))[0]  # (4, 6, 3)
+        probabilities.append(keras.ops.convert_to_numpy(postprocess.probabilities(logits[None]))[0])
+        classes = predictor.predict_classes(frame)
+        assert classes.shape == (32, 48) and classes.dtype == np.uint8
+        # each class at stride covers its 8 x 8 block of the frame
+        assert (classes == np.kron(logits.argmax(-1), np.ones((8, 8), int))).mean() > 0.99
+        smoothed_classes = smoothed.predict_classes(frame)
+    average = 0.5 * probabilities[0] + 0.5 * probabilities[1]  # smoothing happens at the stride too
+    np.testing.assert_array_equal(smoothed_classes, np.kron(average.argmax(-1), np.ones((8, 8), int)))
+    assert predictor.times.frames == 2 and set(predictor.times.per_frame_ms()) >= {"model", "postprocess"}
+    other_size = predictor.predict_classes(np.zeros((36, 50, 3), np.uint8))  # model at 32x48, classes at 36x50
+    assert other_size.shape == (36, 50)
+
+
 def test_overlay_draws_classes_legend_and_fps():
     frame = np.full((120, 160, 3), 100, np.uint8)
     classes = np.zeros((120, 160), np.uint8)

@@ -22,13 +22,24 @@ def test_every_runtime_name_comes_from_one_list():
         runtime.is_available("tensorrt")
 
 
+@pytest.mark.parametrize("upsample", [True, False])
 @pytest.mark.parametrize("name", ["keras", "litert", "onnx"])
-def test_each_float_runtime_gives_the_keras_logits(model, tmp_path, name):
+def test_each_float_runtime_gives_the_keras_logits(model, tmp_path, name, upsample):
     images = random_images(1, 32, 48, seed=2)
-    forward = runtime.make_forward(name, model, (32, 48), tmp_path, check_images=images)
+    forward = runtime.make_forward(name, model, (32, 48), tmp_path, check_images=images, upsample=upsample)
     assert forward.runtime == name and (forward.path is None) == (name == "keras")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(forward(images)), model.predict(images, verbose=0),
-                               atol=1e-4, rtol=1e-4)
+    # without the upsample: the logits at the output stride (8 here), where the official DDRNet ends
+    expected = model.predict(images, verbose=0) if upsample else keras.ops.convert_to_numpy(model.stride_logits(images))
+    assert expected.shape == ((1, 32, 48, 3) if upsample else (1, 4, 6, 3))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(forward(images)), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_stride_logits_are_the_model_before_its_resize(model):
+    images = random_images(2, 32, 48, seed=6)
+    stride = model.stride_logits(images)
+    assert stride.dtype == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images)),
+                               keras.ops.convert_to_numpy(model.resize([stride, images])), rtol=1e-6)
 
 
 def test_an_exported_runtime_needs_a_size_and_a_folder(model):

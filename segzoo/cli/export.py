@@ -13,6 +13,8 @@ Examples:
     segzoo export --checkpoint runs/holes/best.keras --format onnx --output holes.onnx
     segzoo export --checkpoint runs/holes/best.keras --format onnx --quantize int8 \\
         --data export.zip --output holes_int8.onnx
+    segzoo export --checkpoint runs/holes/best.keras --format onnx --no_upsample \\
+        --output holes_stride8.onnx          # logits at 1/8 of 480x640: (1, 60, 80, classes)
 
 TensorRT: from the ONNX file (any input size), for one size:
 
@@ -38,6 +40,10 @@ def add_arguments(parser):
                         help="height and width of the exported graph (default: 480 640)")
     parser.add_argument("--output_kind", default="logits", choices=export.OUTPUTS,
                         help="what the graph returns; 'classes' puts the argmax inside (default: logits)")
+    parser.add_argument("--no_upsample", action="store_true",
+                        help="end the graph at the model's output stride (1/8 of --input_size for DDRNet), as "
+                             "the official DDRNet models do, without the resize to the input size: the caller "
+                             "upsamples (e.g. the class map after the argmax)")
     parser.add_argument("--data", help="rgb/ + gt/ folder or zip, or CVAT export: images for int8 calibration and checks")
     parser.add_argument("--images", help="CVAT export saved without images: the original images")
     parser.add_argument("--calibration_images", type=int, default=64,
@@ -67,7 +73,8 @@ def run(args):
             images = data.sample_images(dataset, args.calibration_images, args.input_size, seed=args.seed,
                                         subset="train")
     report = export.export_model(model, args.output, args.format, args.quantize, args.input_size,
-                                 args.output_kind, representative_images=images, overwrite=args.overwrite)
+                                 args.output_kind, representative_images=images, overwrite=args.overwrite,
+                                 upsample=not args.no_upsample)
     print(report.summary())
     if args.report:
         write_json(args.report, report.__dict__)
