@@ -14,7 +14,7 @@ _SUBMODULES = (
     "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export",
     "files", "folding", "heads", "inference", "keras_internals", "layers", "losses", "metrics", "models",
     "native_output", "plots", "postprocess", "prediction", "presets", "quickstart", "recipes", "report", "runtime",
-    "schedules", "settings", "time_budget", "training", "tta", "utils", "weights",
+    "schedules", "settings", "time_budget", "training", "tta", "utils", "weight_average", "weights",
 )
 
 
