@@ -205,10 +205,7 @@ class FramePredictor:
         with self.times.stage("model"):
             probabilities = self.probabilities(resized)[0]
         with self.times.stage("postprocess"):
-            if self.smoothing and self._average is not None and self._average.shape == probabilities.shape:
-                probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
-            self._average = probabilities
-            result = self._to_frame(probabilities, frame.shape[:2])
+            result = self._to_frame(self._smoothed(probabilities), frame.shape[:2])
         self.times.frames += 1
         return result
 
@@ -237,6 +234,14 @@ class FramePredictor:
         self.times.frames += 1
         return classes
 
+    def _smoothed(self, probabilities):
+        """``probabilities`` blended into the moving average of the previous frames' (when smoothing and the
+        size is the same), which they then become."""
+        if self.smoothing and self._average is not None and self._average.shape == probabilities.shape:
+            probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
+        self._average = probabilities
+        return probabilities
+
     def _predict_classes_at_stride(self, frame):
         with self.times.stage("preprocess"):
             resized = self._resized(frame)[None]
@@ -244,10 +249,7 @@ class FramePredictor:
             logits = keras.ops.convert_to_numpy(self._forward(resized))
         with self.times.stage("postprocess"):
             if self.smoothing:
-                probabilities = keras.ops.convert_to_numpy(postprocess.probabilities(logits))[0]
-                if self._average is not None and self._average.shape == probabilities.shape:
-                    probabilities = self.smoothing * self._average + (1.0 - self.smoothing) * probabilities
-                self._average = probabilities
+                probabilities = self._smoothed(keras.ops.convert_to_numpy(postprocess.probabilities(logits))[0])
                 classes = probabilities.argmax(axis=-1).astype(np.uint8)
             else:
                 classes = keras.ops.convert_to_numpy(postprocess.classes(logits))[0].astype(np.uint8)

@@ -245,13 +245,12 @@ class _RunState(keras.callbacks.Callback):
         done = {"epochs_done": epoch + 1, "monitor": MONITOR,
                 "best": float(score) if improved else (None if math.isinf(self.best) else self.best),
                 "last_sha256": None, "best_sha256": self.state.get("best_sha256")}
-        averaged = self.average.applied() if self.average is not None else contextlib.nullcontext()
         with distributed.without_distribution():
             with atomic_write(os.path.join(self.directory, LAST_CHECKPOINT)) as last:
                 with contextlib.ExitStack() as stack:
                     if improved:
                         best = stack.enter_context(atomic_write(os.path.join(self.directory, BEST_CHECKPOINT)))
-                        with averaged:
+                        with self.average.applied() if self.average is not None else contextlib.nullcontext():
                             self.model.save(best)
                         done["best_sha256"] = file_digest(best)
                     if self.average is not None:

@@ -54,7 +54,7 @@ class WeightAverage(keras.callbacks.Callback):
         self.momentum = float(momentum)
         #: An ``.npz`` file (:meth:`save`) that training starts from, instead of the model's weights.
         self.resume_from = None
-        self._average = None  # [keras.Variable | None] beside model.weights
+        self._pairs = None  # [(float32 average, the model's float variable)], from the first step on
         self._validating = None
         self._update = None
 
@@ -63,17 +63,14 @@ class WeightAverage(keras.callbacks.Callback):
         if sync is not None:
             sync()
 
-    def _pairs(self):
-        return [(a, v) for a, v in zip(self._average, self.model.weights) if a is not None]
-
     def _start(self, values=None):
         """Averages equal to ``values`` (numpy, one per float variable), else to the model's weights."""
         self._sync()
-        values = iter(values) if values is not None else None
-        self._average = [keras.Variable(next(values) if values is not None else keras.ops.cast(v, "float32"),
-                                        dtype="float32", trainable=False, name=f"average_{i}")
-                         if _is_float(v) else None for i, v in enumerate(self.model.weights)]
-        averages, variables = zip(*self._pairs()) if self._pairs() else ((), ())
+        variables = [v for v in self.model.weights if _is_float(v)]
+        starts = values if values is not None else [keras.ops.cast(v, "float32") for v in variables]
+        averages = [keras.Variable(start, dtype="float32", trainable=False, name=f"average_{i}")
+                    for i, start in enumerate(starts)]
+        self._pairs = list(zip(averages, variables))
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -89,7 +86,7 @@ class WeightAverage(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.resume_from is not None:
             self.load(self.resume_from)
-        elif self._average is None:
+        elif self._pairs is None:
             self._start()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -98,25 +95,25 @@ class WeightAverage(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         """The trained model keeps the averaged weights."""
-        for average, variable in self._pairs():
+        for average, variable in self._pairs:
             variable.assign(keras.ops.cast(average, variable.dtype))
 
     @contextlib.contextmanager
     def applied(self):
         """Inside the block the model holds the averaged weights; after it, its own again."""
         self._sync()
-        held = [keras.ops.copy(variable.value) for _, variable in self._pairs()]
-        for average, variable in self._pairs():
+        held = [keras.ops.copy(variable.value) for _, variable in self._pairs]
+        for average, variable in self._pairs:
             variable.assign(keras.ops.cast(average, variable.dtype))
         try:
             yield self.model
         finally:
-            for value, (_, variable) in zip(held, self._pairs()):
+            for value, (_, variable) in zip(held, self._pairs):
                 variable.assign(value)
 
     def values(self):
         """The average as numpy arrays, one per float variable of the model, in its order."""
-        return [keras.ops.convert_to_numpy(average) for average, _ in self._pairs()]
+        return [keras.ops.convert_to_numpy(average) for average, _ in self._pairs]
 
     def on_test_begin(self, logs=None):
         self._validating = self.applied()
