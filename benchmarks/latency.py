@@ -3,7 +3,9 @@
 For each preset (default: all) at one resolution (default 640x480) and batch
 size (default 1): parameters, GMACs, and wall-clock latency (median and 90th
 percentile over --runs runs after --warmup runs, each run waiting for its
-output) on each available runtime:
+output) on each available runtime. The runtimes of a preset and the official
+model are timed in turn, one run each per round, so a machine whose speed drifts
+during the run (a shared host) shifts them alike and their ratios hold:
 
     keras           Keras on TensorFlow, tf.function graph
     keras-xla       the same with jit_compile=True (XLA)
@@ -183,9 +185,16 @@ def _score(forward, model, data_source, shape, upsample=True):
     return evaluation.evaluate_segmentation(model, dataset, names, forward=forward, progress=False)["mean_iou"]
 
 
-def benchmark_preset(name, args, ceilings, workdir, gpus):
-    """Rows of the table for one preset (or the --checkpoint model); ``ceilings``: ``{"float32"|"int8": GOP/s}``."""
-    from segzoo import data, evaluation, inference, presets, runtime
+def benchmark_preset(name, args, ceilings, workdir, official=()):
+    """Rows of the table for one preset (or the --checkpoint model), the official rows first.
+
+    Every runtime is built first, then all of them and the ``official`` ones
+    (``[(row, forward)]`` from :func:`official_entry`) are timed in turn
+    (:func:`segzoo.runtime.measure_latencies`), so drift of the machine during the run
+    does not bias their ratios; then each exported runtime is scored.
+    ``ceilings``: ``{"float32"|"int8": GOP/s}``.
+    """
+    from segzoo import data, inference, presets, runtime
     from segzoo.utils import count_flops, count_params
 
     shape = (*args.size, 3)
@@ -199,25 +208,35 @@ def benchmark_preset(name, args, ceilings, workdir, gpus):
         calibration = data.sample_images(data.open_dataset(args.data), args.calibration_images, args.size)
     else:
         calibration = np.random.default_rng(0).uniform(0, 255, (args.calibration_images, *shape)).astype(np.float32)
-    rows = []
+    entries = [(dict(row), forward) for row, forward in official]
     for output, name_of_runtime in ((o, r) for o in args.outputs for r in args.runtimes):
         if not runtime.is_available(name_of_runtime):
             continue
         row = {"preset": name, "runtime": name_of_runtime, "output": output, "params_m": params / 1e6,
                "gmacs": gmacs}
+        forward = None
         try:
             forward = runtime.make_forward(name_of_runtime, model, shape[:2], workdir, calibration_images=calibration,
                                            check_images=calibration[:2], upsample=output == "input")
-            runs = max(args.runs // 5, 10) if name_of_runtime == "keras-xla" and not gpus else args.runs
-            row.update(evaluation.measure_latency(model, shape, args.batch_size, args.warmup, runs, forward=forward))
-            rate = ceilings["int8" if name_of_runtime in runtime.INT8_RUNTIMES else "float32"]
-            row["of_peak"] = gmacs * 2 / (rate * row["median_ms"] / 1000.0) if rate else None
             if forward.path:
                 row["file_mb"] = os.path.getsize(forward.path) / 1e6
-            if args.checkpoint and args.data:
-                row["mean_iou"] = _score(forward, model, args.data, shape, upsample=output == "input")
         except Exception as error:  # one runtime failing must not hide the others
             row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        entries.append((row, forward))
+    images = np.random.default_rng(0).uniform(0, 255, (args.batch_size, *shape)).astype(np.float32)
+    timed = runtime.measure_latencies({i: forward for i, (_, forward) in enumerate(entries) if forward is not None},
+                                      images, args.warmup, args.runs)
+    rows = []
+    for i, (row, forward) in enumerate(entries):
+        if i in timed:
+            row.update(timed[i])
+            rate = ceilings["int8" if row["runtime"] in runtime.INT8_RUNTIMES else "float32"]
+            row["of_peak"] = row["gmacs"] * 2 / (rate * row["median_ms"] / 1000.0) if rate else None
+            if args.checkpoint and args.data and row["preset"] != OFFICIAL:
+                try:
+                    row["mean_iou"] = _score(forward, model, args.data, shape, upsample=row["output"] == "input")
+                except Exception as error:
+                    row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
         rows.append(row)
         print(_format_row(row), flush=True)
     return rows
@@ -286,11 +305,10 @@ def main(argv=None):
     print("\n" + columns + "\n" + "|---" * (columns.count("|") - 1) + "|")
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for output in args.outputs if args.official else ():
-            rows.append(official_row(args, ceilings, workdir, upsample=output == "input"))
-            print(_format_row(rows[-1]), flush=True)
+        official = [official_entry(args, workdir, upsample=output == "input")
+                    for output in (args.outputs if args.official else ())]
         for name in names:
-            rows += benchmark_preset(name, args, ceilings, workdir, machine["gpus"])
+            rows += benchmark_preset(name, args, ceilings, workdir, official)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output + ".json", "w", encoding="utf-8") as f:
@@ -301,23 +319,22 @@ def main(argv=None):
             f.writelines(_format_row(row) + "\n" for row in rows)
 
 
-def official_row(args, ceilings, workdir, upsample=True):
-    """The row of the official DDRNet-23-slim on ONNX Runtime (see :func:`official_forward`)."""
-    from segzoo import evaluation, presets
+def official_entry(args, workdir, upsample=True):
+    """``(row, forward)`` of the official DDRNet-23-slim on ONNX Runtime (see :func:`official_forward`), to be
+    timed beside each preset; ``forward`` is None (and the row says why) where it cannot be built."""
+    from segzoo import presets
     from segzoo.utils import count_flops, count_params
 
     shape = (*args.size, 3)
     ours = presets.from_name("ddrnet23_slim", num_classes=args.num_classes)  # the same architecture's cost
-    gmacs = count_flops(ours, shape) / 1e9
     row = {"preset": OFFICIAL, "runtime": "onnx (torch.onnx)", "output": "input" if upsample else "stride",
-           "params_m": count_params(ours) / 1e6, "gmacs": gmacs}
+           "params_m": count_params(ours) / 1e6, "gmacs": count_flops(ours, shape) / 1e9}
     try:
         forward, _ = official_forward(workdir, shape, args.num_classes, upsample)
-        row.update(evaluation.measure_latency(ours, shape, args.batch_size, args.warmup, args.runs, forward=forward))
-        row["of_peak"] = gmacs * 2 / (ceilings["float32"] * row["median_ms"] / 1000.0)
     except Exception as error:  # the yardstick failing must not hide segzoo's rows
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
-    return row
+        forward = None
+    return row, forward
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 import cv2
 import numpy as np
 
-from segzoo.cli.arguments import add_checkpoint_argument
+from segzoo.cli.arguments import add_calibration_arguments, add_checkpoint_argument
 
 
 def resized_video(source, target, size):
@@ -58,7 +58,9 @@ def main(argv=None):
     parser.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
                         help="frame height and width (default: 480 640)")
     parser.add_argument("--runtimes", nargs="+", default=["keras", "litert", "onnx", "auto"],
-                        help="FramePredictor runtimes (default: keras litert onnx auto)")
+                        help="FramePredictor runtimes (default: keras litert onnx auto); litert-int8 and onnx-int8 "
+                             "with --calibration_data")
+    add_calibration_arguments(parser, "the int8 runtimes (and auto among them)")
     parser.add_argument("--smoothing", type=float, default=0.0, help="temporal smoothing (default: 0)")
     parser.add_argument("--argmax", nargs="+", choices=("input", "stride"), default=["input", "stride"],
                         help="where the argmax is taken: on logits resized to the frame, and/or at the model's "
@@ -74,6 +76,7 @@ def main(argv=None):
     machine = evaluation.machine_description()
     model = inference.load_model(args.checkpoint)
     names, colors = inference.model_classes(model)
+    calibration = inference.calibration_from_args(args)
     print(f"{time.strftime('%Y-%m-%d')}: {machine['cpu']} ({', '.join(machine['vector_extensions']) or 'no AVX'}), "
           f"{machine['cores']} cores; {os.path.basename(args.video)} at {args.size[1]}x{args.size[0]}\n")
     stages = inference.STAGES
@@ -84,7 +87,7 @@ def main(argv=None):
         frames = resized_video(args.video, video, args.size)
         for name, argmax in ((n, a) for a in args.argmax for n in args.runtimes):
             predictor = inference.FramePredictor(model, smoothing=args.smoothing, runtime=name,
-                                                 argmax_at_stride=argmax == "stride")
+                                                 argmax_at_stride=argmax == "stride", calibration_images=calibration)
             predictor.predict(_first_frame(video))  # build (and export, or choose) before the timed loop
             result = inference.predict_video(predictor, video, os.path.join(workdir, f"out_{name}_{argmax}.avi"),
                                              colors, names, progress=False)

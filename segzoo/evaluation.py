@@ -146,12 +146,13 @@ def machine_description():
 
 
 def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), latency_runs=50,
-                      latency_warmup=10, ignore_index=IGNORE_INDEX, tta=None, runtime="keras"):
+                      latency_warmup=10, ignore_index=IGNORE_INDEX, tta=None, runtime="keras", calibration_images=None):
     """Accuracy over ``dataset`` plus parameters, GFLOPs and batch-1 latency at ``input_shape``.
 
     ``runtime`` (:mod:`segzoo.runtime`, or ``"auto"``) runs both the scoring and
-    the timing: an exported runtime is exported and checked once per input size;
-    the report's ``runtime`` says which ran.
+    the timing: an exported runtime is exported and checked once per input size
+    (an int8 one calibrated on ``calibration_images``, RGB training images of any
+    sizes); the report's ``runtime`` says which ran.
 
     With ``tta`` (a :class:`segzoo.tta.TestTimeAugmentation`), the scores with it too, under ``"tta"``:
     ``mean_iou``, ``per_class_iou``, ``pixel_accuracy``, ``settings`` and ``forward_passes_per_image``
@@ -159,7 +160,8 @@ def evaluation_report(model, dataset, class_names, input_shape=(480, 640, 3), la
     """
     if tta is not None:
         tta.check(model.size_divisor)  # before any work
-    forward = compiled_forward(model) if runtime == "keras" else ForwardPerSize(model, runtime)  # one for all
+    forward = compiled_forward(model) if runtime == "keras" else ForwardPerSize(  # one for all
+        model, runtime, calibration_images=calibration_images)
     report = evaluate_segmentation(model, dataset, class_names, ignore_index, forward=forward)
     if tta is not None:
         scored = evaluate_segmentation(model, dataset, class_names, ignore_index, forward=forward, tta=tta)

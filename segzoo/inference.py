@@ -23,8 +23,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from segzoo import postprocess, runtime as runtimes
+from segzoo.cli.arguments import add_calibration_arguments
 from segzoo.constants import BACKGROUND_ID
 from segzoo.data.overlay import overlay_label, voc_palette
+from segzoo.errors import ConfigError
 from segzoo.files import atomic_write, check_output
 from segzoo.native_output import captured_stderr
 from segzoo.models import load_model
@@ -61,9 +63,9 @@ def keep_largest_regions(classes, count=1):
     return result
 
 
-#: What :class:`FramePredictor` can run the model on (see :mod:`segzoo.runtime`): ``auto``, or
-#: any runtime that needs no calibration images.
-RUNTIMES = ("auto", *(name for name in runtimes.RUNTIMES if name not in runtimes.INT8_RUNTIMES))
+#: What :class:`FramePredictor` can run the model on (see :mod:`segzoo.runtime`): ``auto``, or any
+#: runtime (the int8 ones with calibration images).
+RUNTIMES = ("auto", *runtimes.RUNTIMES)
 
 
 #: The stages of one frame of the live loop, in order (see :class:`FrameTimes`).
@@ -121,8 +123,10 @@ class FramePredictor:
             size the model is exported to a temporary file, checked against
             Keras on that frame and run there; :mod:`segzoo.runtime`), or
             ``"auto"``: on the first frame, time the float runtimes this machine
-            has (a few runs each) and keep the fastest, logging which and the
-            timings (:attr:`chosen_runtime`).
+            has (a few runs each; the int8 ones too, given ``calibration_images``)
+            and keep the fastest, logging which and the timings
+            (:attr:`chosen_runtime`). An int8 runtime (``"litert-int8"``,
+            ``"onnx-int8"``) is calibrated on ``calibration_images``.
         argmax_at_stride: the runtime runs the model without its final resize, so
             it returns logits at the output stride (1/8 of the input for DDRNet);
             :meth:`predict_classes` smooths and takes the argmax there and
@@ -130,10 +134,16 @@ class FramePredictor:
             upsampling every class's logits first, and blockier at class borders
             (``benchmarks/live_loop.py`` measures how often the classes agree).
             :meth:`predict` still upsamples the probabilities (bilinear).
+        calibration_images: RGB training images (a sequence of ``(h, w, 3)`` arrays of any sizes,
+            e.g. :func:`segzoo.data.draw_images`) that int8 runtimes calibrate on, resized to the
+            model's input size.
+
+    Raises:
+        segzoo.errors.ConfigError: an int8 runtime without ``calibration_images``.
     """
 
     def __init__(self, model, input_size=None, smoothing=0.0, keep_largest=0, runtime="keras",
-                 argmax_at_stride=False):
+                 argmax_at_stride=False, calibration_images=None):
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1); got {smoothing}.")
         if runtime not in RUNTIMES:
@@ -144,7 +154,8 @@ class FramePredictor:
         self.keep_largest = int(keep_largest)
         self.runtime = runtime
         self.argmax_at_stride = bool(argmax_at_stride)
-        self._forward = runtimes.ForwardPerSize(model, runtime, what="frames", upsample=not argmax_at_stride)
+        self._forward = runtimes.ForwardPerSize(model, runtime, what="frames", upsample=not argmax_at_stride,
+                                                calibration_images=calibration_images)
         self._average = None
         #: Where the time of :meth:`predict` goes, frame after frame (:class:`FrameTimes`).
         self.times = FrameTimes()
@@ -462,8 +473,9 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
 
 
 def add_predictor_arguments(parser):
-    """Add the :class:`FramePredictor` options (``--input_size``, ``--smoothing``,
-    ``--keep_largest``, ``--no_fps``, ``--runtime``, ``--argmax_at_stride``) to an argparse parser."""
+    """Add the :class:`FramePredictor` options (``--input_size``, ``--smoothing``, ``--keep_largest``,
+    ``--no_fps``, ``--runtime``, ``--calibration_data``, ``--calibration_images``, ``--argmax_at_stride``)
+    to an argparse parser."""
     parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),
                         help="resize frames to this size for the model (default: the frame size "
                              "rounded to the model's size divisor)")
@@ -474,8 +486,10 @@ def add_predictor_arguments(parser):
     parser.add_argument("--no_fps", action="store_true", help="do not draw the FPS counter")
     parser.add_argument("--runtime", choices=RUNTIMES, default="keras",
                         help="run the Keras graph; or export the model for the frame size on the first frame "
-                             "and run it on LiteRT or ONNX Runtime, faster on a CPU; or auto: time those on the "
-                             "first frame and keep the fastest (default: keras)")
+                             "and run it on LiteRT or ONNX Runtime, faster on a CPU (int8: calibrated on "
+                             "--calibration_data); or auto: time those on the first frame and keep the fastest "
+                             "(default: keras)")
+    add_calibration_arguments(parser, "the int8 runtimes; with --runtime auto they join the float ones")
     parser.add_argument("--argmax_at_stride", action="store_true",
                         help="take the argmax at the model's output stride (1/8 of the input for DDRNet) and "
                              "upsample the class map to the frame, instead of upsampling every class's logits "
@@ -483,13 +497,27 @@ def add_predictor_arguments(parser):
     return parser
 
 
+def calibration_from_args(args):
+    """The RGB images (each at its own size) drawn from ``args.calibration_data`` (its training subset where it has
+    one), or None without that flag. The draw is seeded: the same images every run."""
+    if not getattr(args, "calibration_data", None):
+        return None
+    if args.calibration_images < 1:
+        raise ConfigError(f"--calibration_images {args.calibration_images}: give at least 1 (default: 64).")
+    from segzoo import data
+
+    with data.open_dataset(args.calibration_data) as dataset:
+        return data.draw_images(dataset, args.calibration_images, subset="train")
+
+
 def predictor_from_args(args):
     """``(FramePredictor, colors, class_names)`` from parsed :func:`add_predictor_arguments` flags
     and ``args.checkpoint``; names and colours come from the checkpoint when it has them."""
+    runtimes.check_calibration(args.runtime, args.calibration_data)  # before loading anything
     model = load_model(args.checkpoint)
     names, colors = model_classes(model)
     predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest, args.runtime,
-                               args.argmax_at_stride)
+                               args.argmax_at_stride, calibration_images=calibration_from_args(args))
     return predictor, colors, names
 
 

@@ -21,8 +21,10 @@ as the official DDRNet models end; the caller upsamples, e.g. the class map).
 
 The exported runtimes go through :func:`segzoo.export.export_model`, which
 checks the file against the Keras model before it is used. ``auto``
-(:func:`fastest_forward`) times the float runtimes this machine has on the model
-and keeps the fastest; each passed that check.
+(:func:`fastest_forward`) times the float runtimes this machine has on the model,
+and the int8 ones too when it has calibration images, and keeps the fastest;
+each passed that check (an int8 file: at least 95% of the pixels in the Keras
+model's class).
 """
 
 from __future__ import annotations
@@ -39,15 +41,17 @@ import keras
 import numpy as np
 
 from segzoo import folding
-from segzoo.errors import ConfigError
+from segzoo.errors import ConfigError, option
 
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("keras", "keras-xla", "keras-mixed16", "litert", "litert-int8", "onnx", "onnx-int8", "onnx-tensorrt")
 #: Runtimes that quantise, and so need calibration images.
 INT8_RUNTIMES = ("litert-int8", "onnx-int8")
-#: What ``auto`` chooses from: the runtimes that compute in float32, on any machine.
+#: What ``auto`` chooses from: the runtimes that compute in float32, on any machine...
 AUTO_CANDIDATES = ("keras", "litert", "onnx")
+#: ...and, given calibration images, these too (:data:`INT8_RUNTIMES`).
+AUTO_INT8_CANDIDATES = INT8_RUNTIMES
 #: Exported runtime -> (export format, quantisation).
 _EXPORTS = {"litert": ("litert", "none"), "litert-int8": ("litert", "int8"), "onnx": ("onnx", "none"),
             "onnx-int8": ("onnx", "int8"), "onnx-tensorrt": ("onnx", "none")}
@@ -123,15 +127,52 @@ def measure_latency(model, input_shape=(480, 640, 3), batch_size=1, warmup=10, r
         images = np.random.default_rng(seed).uniform(0, 255, (batch_size, *input_shape)).astype("float32")
     for _ in range(warmup):
         keras.ops.convert_to_numpy(forward(images))
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        keras.ops.convert_to_numpy(forward(images))
-        times.append((time.perf_counter() - start) * 1000.0)
+    times = [_timed_run(forward, images) for _ in range(runs)]
+    return _latency_statistics(times, warmup, images.shape)
+
+
+def measure_latencies(forwards, images, warmup=10, runs=50):
+    """Wall-clock latency of several forward functions on the same ``images``, timed in turn.
+
+    Each round runs every function once (starting one further along each round),
+    so a machine that slows down or speeds up during the measurement (a shared
+    host, a CPU changing its clock) shifts every function alike and their ratios
+    hold, where timing one after the other would credit the drift to whichever
+    ran when it happened.
+
+    Args:
+        forwards: ``{name: callable images -> outputs}``.
+        images: float32 ``(B, H, W, 3)``.
+        warmup: untimed rounds first.
+        runs: timed rounds.
+
+    Returns:
+        ``{name: statistics}``, each as :func:`measure_latency` returns them.
+    """
+    names = list(forwards)
+    for _ in range(warmup):
+        for name in names:
+            keras.ops.convert_to_numpy(forwards[name](images))
+    times = {name: [] for name in names}
+    for round_ in range(runs):
+        for offset in range(len(names)):
+            name = names[(round_ + offset) % len(names)]
+            times[name].append(_timed_run(forwards[name], images))
+    return {name: _latency_statistics(times[name], warmup, images.shape) for name in names}
+
+
+def _timed_run(forward, images):
+    """Milliseconds of one ``forward(images)``, its output converted to numpy (which waits for a device)."""
+    start = time.perf_counter()
+    keras.ops.convert_to_numpy(forward(images))
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _latency_statistics(times, warmup, shape):
     times = np.array(times)
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs,
-            "warmup": warmup, "batch_size": batch_size, "input_shape": list(input_shape)}
+            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": len(times),
+            "warmup": warmup, "batch_size": int(shape[0]), "input_shape": list(shape[1:])}
 
 
 
@@ -242,37 +283,49 @@ def make_forward(runtime, model, input_size=None, workdir=None, calibration_imag
 
 
 def fastest_forward(model, input_size, workdir, images, candidates=AUTO_CANDIDATES, warmup=2, runs=5,
-                    upsample=True):
+                    upsample=True, calibration_images=None):
     """The fastest runtime for ``model`` at ``input_size`` on this machine: ``(Forward, {runtime: ms})``.
 
     Each available candidate is built (an export must pass its check against the
     Keras model on ``images``; one that fails or cannot be built is left out and
-    logged) and timed on ``images`` ``(B, H, W, 3)``: median of ``runs`` after ``warmup``; ``upsample`` as
-    in :func:`make_forward`.
+    logged), then all are timed in turn on ``images`` ``(B, H, W, 3)``
+    (:func:`measure_latencies`): median of ``runs`` after ``warmup``; ``upsample`` and
+    ``calibration_images`` (for int8 candidates) as in :func:`make_forward`.
 
     Raises:
         RuntimeError: no candidate could run the model.
     """
-    timings, best = {}, None
+    built = {}
     for runtime in candidates:
         if not is_available(runtime):
             continue
         try:
-            forward = make_forward(runtime, model, input_size, workdir, check_images=images, upsample=upsample)
+            built[runtime] = make_forward(runtime, model, input_size, workdir, calibration_images=calibration_images,
+                                          check_images=images, upsample=upsample)
         except Exception as error:  # a runtime that cannot run this model is not a choice, not a failure
             logger.info("runtime auto: %s left out (%s: %s)", runtime, type(error).__name__,
                         str(error).splitlines()[0][:120])
-            continue
-        timings[runtime] = measure_latency(model, images.shape[1:], len(images), warmup, runs, forward=forward,
-                                           images=images)["median_ms"]
-        if best is None or timings[runtime] < timings[best.runtime]:
-            best = forward
-    if best is None:
+    if not built:
         raise RuntimeError(f"runtime auto: none of {', '.join(candidates)} could run the model.")
+    timings = {name: statistics["median_ms"] for name, statistics in
+               measure_latencies(built, images, warmup, runs).items()}
+    best = built[min(timings, key=timings.get)]
     ranked = ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(timings.items(), key=lambda item: item[1]))
     logger.info("runtime auto: %s, the fastest here at %dx%d of those that agree with the Keras model (%s)",
                 best.runtime, input_size[1], input_size[0], ranked)
     return best, timings
+
+
+def check_calibration(runtime, calibration):
+    """Refuse an int8 ``runtime`` without ``calibration`` (images, or where they come from: anything empty is none).
+
+    Raises:
+        segzoo.errors.ConfigError: the message names the option to give.
+    """
+    if runtime in INT8_RUNTIMES and not calibration:
+        raise ConfigError(f"runtime {runtime!r} quantises the model to int8 and needs images to calibrate on: "
+                          f"give training images ({option('calibration_data')}: an rgb/ + gt/ folder or zip, or a "
+                          f"CVAT export).")
 
 
 class ForwardPerSize:
@@ -280,23 +333,30 @@ class ForwardPerSize:
 
     A Keras runtime takes any size; an exported one is built (and checked
     against Keras on the first batch of that size) once per input size, in a
-    temporary folder removed with this object. ``"auto"`` chooses the runtime on
-    the first batch (:func:`fastest_forward`); :attr:`chosen_runtime` says which.
+    temporary folder removed with this object; an int8 one is calibrated on
+    ``calibration_images`` resized to that size. ``"auto"`` chooses the runtime on
+    the first batch (:func:`fastest_forward`, the int8 runtimes among the
+    candidates when there are calibration images); :attr:`chosen_runtime` says which.
 
     Args:
         model: a segmentation model (logits out).
-        runtime: a name of :data:`RUNTIMES` (not an int8 one), or ``"auto"``.
+        runtime: a name of :data:`RUNTIMES`, or ``"auto"``.
         what: what the batches are, for the log line ("frames", "images").
         upsample: logits at the input size (default), or ``False``: at the model's output stride.
+        calibration_images: RGB images (a sequence of ``(h, w, 3)`` arrays of any sizes, e.g. training images
+            from :func:`segzoo.data.draw_images`) for the int8 runtimes; needed by those.
+
+    Raises:
+        segzoo.errors.ConfigError: an int8 runtime without calibration images.
     """
 
-    def __init__(self, model, runtime="keras", what="images", upsample=True):
+    def __init__(self, model, runtime="keras", what="images", upsample=True, calibration_images=None):
         if runtime != "auto" and runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {('auto', *RUNTIMES)}; got {runtime!r}.")
-        if runtime in INT8_RUNTIMES:
-            raise ConfigError(f"runtime {runtime!r} needs calibration images: export the model with "
-                              f"segzoo export --quantize int8 and run that file instead.")
+        calibration_images = [] if calibration_images is None else list(calibration_images)
+        check_calibration(runtime, calibration_images)
         self.model, self.what, self.upsample = model, what, upsample
+        self.calibration_images = calibration_images
         #: The runtime batches run on: ``runtime``, or what ``"auto"`` chose (None until the first batch).
         self.chosen_runtime = None if runtime == "auto" else runtime
         self._forwards = {}  # input size (None: any) -> Forward
@@ -315,16 +375,23 @@ class ForwardPerSize:
             weakref.finalize(self, shutil.rmtree, self._workdir, True)
         size = tuple(images.shape[1:3])
         images = np.asarray(images, np.float32)
+        calibration = None
+        if self.calibration_images and (self.chosen_runtime is None or self.chosen_runtime in INT8_RUNTIMES):
+            from segzoo.data import resize_images
+
+            calibration = resize_images(self.calibration_images, size)
         if self.chosen_runtime is None:
-            logger.info("runtime auto: timing %s at %dx%d (once)...", ", ".join(AUTO_CANDIDATES), size[1], size[0])
-            forward, _ = fastest_forward(self.model, size, self._workdir, images, upsample=self.upsample)
+            candidates = AUTO_CANDIDATES + (AUTO_INT8_CANDIDATES if calibration is not None else ())
+            logger.info("runtime auto: timing %s at %dx%d (once)...", ", ".join(candidates), size[1], size[0])
+            forward, _ = fastest_forward(self.model, size, self._workdir, images, candidates, upsample=self.upsample,
+                                         calibration_images=calibration)
             self.chosen_runtime = forward.runtime
             return forward
         if not self.chosen_runtime.startswith("keras"):
             logger.info("Exporting the model to %s for %dx%d %s (once per size)...", self.chosen_runtime, size[1],
                         size[0], self.what)
-        return make_forward(self.chosen_runtime, self.model, size, self._workdir, check_images=images,
-                            upsample=self.upsample)
+        return make_forward(self.chosen_runtime, self.model, size, self._workdir, calibration_images=calibration,
+                            check_images=images, upsample=self.upsample)
 
     @property
     def workdir(self):

@@ -195,6 +195,29 @@ def test_eval_on_an_exported_runtime_scores_like_keras_and_says_which_ran(make_f
     assert "runs, onnx)" in printed
 
 
+def test_eval_on_int8_calibrates_on_the_training_images_given(make_folder, tmp_path, capsys):
+    import json
+
+    folder = str(make_folder(num_sources=4, copies=0, size=(32, 48)))
+    checkpoint = tiny_checkpoint(tmp_path / "m.keras")
+    common = ["eval", "--checkpoint", checkpoint, "--data", folder, "--val_ratio", "0.5", "--latency_size", "32",
+              "48", "--latency_runs", "2", "--grid_images", "1", "--runtime", "onnx-int8"]
+    status, _, err = segzoo([*common, "--output", str(tmp_path / "refused")], capsys)
+    assert_one_message(status, err, "--calibration_data")
+    assert not (tmp_path / "refused").exists()  # refused before any work
+    status, printed, err = segzoo([*common, "--output", str(tmp_path / "int8"), "--calibration_data", folder], capsys)
+    assert status == 0, err
+    assert json.loads((tmp_path / "int8" / "metrics.json").read_text())["runtime"] == "onnx-int8"
+    assert "runs, onnx-int8)" in printed
+
+
+def test_live_prediction_on_int8_without_calibration_data_is_one_message(tmp_path, capsys):
+    status, _, err = segzoo(["predict-video", "--checkpoint", str(tmp_path / "m.keras"), "--video",
+                             str(tmp_path / "in.mp4"), "--output", str(tmp_path / "out.mp4"), "--runtime",
+                             "litert-int8"], capsys)
+    assert_one_message(status, err, "--calibration_data", "litert-int8")
+
+
 def test_eval_refuses_bad_tta_flags_with_one_message(make_folder, tmp_path, capsys):
     missing = ["eval", "--checkpoint", str(tmp_path / "none.keras"), "--data", str(tmp_path / "missing"),
                "--output", str(tmp_path / "eval")]

@@ -6,6 +6,7 @@ import pytest
 
 from harness import TinyBackbone, TinyHead, random_images
 from segzoo import inference, runtime
+from segzoo.errors import ConfigError
 from segzoo.models import SegmentationModel
 
 
@@ -15,9 +16,8 @@ def model():
 
 
 def test_every_runtime_name_comes_from_one_list():
-    assert set(inference.RUNTIMES) - {"auto"} <= set(runtime.RUNTIMES)
-    assert not set(runtime.INT8_RUNTIMES) & set(inference.RUNTIMES)  # live prediction has no calibration images
-    assert set(runtime.AUTO_CANDIDATES) <= set(inference.RUNTIMES)
+    assert set(inference.RUNTIMES) - {"auto"} == set(runtime.RUNTIMES)
+    assert set(runtime.AUTO_CANDIDATES) | set(runtime.AUTO_INT8_CANDIDATES) <= set(inference.RUNTIMES)
     with pytest.raises(ValueError, match="runtime must be one of"):
         runtime.is_available("tensorrt")
 
@@ -57,8 +57,8 @@ def test_auto_keeps_the_fastest_candidate_that_can_run(model, tmp_path, monkeypa
         return built(name, *args, **kwargs)
 
     monkeypatch.setattr(runtime, "make_forward", make_forward)
-    monkeypatch.setattr(runtime, "measure_latency", lambda model, shape, batch, warmup, runs, forward, images: {
-        "median_ms": speeds[forward.runtime]})
+    monkeypatch.setattr(runtime, "measure_latencies", lambda forwards, images, warmup, runs: {
+        name: {"median_ms": speeds[name]} for name in forwards})
     best, timings = runtime.fastest_forward(model, (32, 48), tmp_path, random_images(1, 32, 48))
     assert best.runtime == "onnx" and timings == speeds
 
@@ -72,3 +72,63 @@ def test_a_frame_predictor_on_auto_says_what_it_chose_and_predicts_like_keras(mo
     assert predictor.chosen_runtime in runtime.AUTO_CANDIDATES
     np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-4)
     assert np.mean(classes == keras_classes) > 0.999
+
+
+@pytest.mark.parametrize("name", runtime.INT8_RUNTIMES)
+def test_an_int8_runtime_without_calibration_images_is_refused_before_any_work(model, name):
+    with pytest.raises(ConfigError, match="calibration_data"):
+        inference.FramePredictor(model, runtime=name)
+    with pytest.raises(ConfigError, match="calibration_data"):
+        runtime.ForwardPerSize(model, name, calibration_images=[])
+    runtime.check_calibration("onnx", None)  # float runtimes need none
+
+
+def test_a_frame_predictor_on_int8_calibrates_on_training_images_of_any_size(model):
+    """Calibration images of other sizes than the frame are resized to the model's input first."""
+    frame = random_images(1, 32, 48, seed=4)[0].astype(np.uint8)
+    calibration = [image.astype(np.uint8) for image in random_images(4, 40, 60, seed=5)]
+    keras_classes, _ = inference.FramePredictor(model).predict(frame)
+    predictor = inference.FramePredictor(model, runtime="onnx-int8", calibration_images=calibration)
+    classes, probabilities = predictor.predict(frame)
+    assert predictor.chosen_runtime == "onnx-int8" and probabilities.shape == (32, 48, 3)
+    assert np.mean(classes == keras_classes) > 0.9
+
+
+def test_auto_with_calibration_images_races_the_int8_runtimes_too(model, monkeypatch):
+    speeds = {"keras": 9.0, "litert": 5.0, "onnx": 4.0, "litert-int8": 3.0, "onnx-int8": 2.0}
+    built = []
+
+    def make_forward(name, model, input_size, workdir, calibration_images=None, **kwargs):
+        built.append((name, None if calibration_images is None else calibration_images.shape))
+        return runtime.Forward(name, lambda images: model.predict(images, verbose=0))
+
+    monkeypatch.setattr(runtime, "make_forward", make_forward)
+    monkeypatch.setattr(runtime, "measure_latencies", lambda forwards, images, warmup, runs: {
+        name: {"median_ms": speeds[name]} for name in forwards})
+    calibration = [np.zeros((40, 60, 3), np.uint8)] * 2
+    frames = random_images(1, 32, 48)
+    float_only = runtime.ForwardPerSize(model, "auto")
+    float_only(frames)
+    assert float_only.chosen_runtime == "onnx" and {name for name, _ in built} == set(runtime.AUTO_CANDIDATES)
+    built.clear()
+    with_int8 = runtime.ForwardPerSize(model, "auto", calibration_images=calibration)
+    with_int8(frames)
+    assert with_int8.chosen_runtime == "onnx-int8"
+    assert dict(built) == {name: (2, 32, 48, 3) for name in speeds}  # calibrated at the frames' size
+
+
+def test_latencies_timed_in_turn_share_the_machine_s_drift(monkeypatch):
+    """A clock that slows down during the measurement: timed in turn, two equal functions stay equal."""
+    now = [0.0]
+
+    def slowing_clock():
+        now[0] += 0.001 * (1 + len(calls))  # each reading later by more: the machine slows down
+        return now[0]
+
+    calls = []
+    monkeypatch.setattr(runtime.time, "perf_counter", slowing_clock)
+    forwards = {name: (lambda name: lambda images: calls.append(name) or images)(name) for name in "ab"}
+    statistics = runtime.measure_latencies(forwards, np.zeros((1, 4, 4, 3), np.float32), warmup=1, runs=10)
+    assert calls[:2] == ["a", "b"] and calls[2:4] == ["a", "b"] and calls[4:6] == ["b", "a"]  # rotated rounds
+    assert statistics["a"]["runs"] == statistics["b"]["runs"] == 10
+    assert abs(statistics["a"]["median_ms"] / statistics["b"]["median_ms"] - 1) < 0.1

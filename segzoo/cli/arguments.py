@@ -52,6 +52,16 @@ def add_checkpoint_argument(parser, required=True, help=CHECKPOINT_HELP):
     return parser.add_argument("--checkpoint", required=required, help=help)
 
 
+def add_calibration_arguments(parser, what):
+    """Add ``--calibration_data`` and ``--calibration_images``: the training images ``what`` calibrates on."""
+    parser.add_argument("--calibration_data",
+                        help=f"training images for {what} to calibrate on: rgb/ + gt/ folder or zip, or CVAT "
+                             f"export")
+    parser.add_argument("--calibration_images", type=int, default=64,
+                        help="images drawn from --calibration_data (default: 64)")
+    return parser
+
+
 def add_dataclass_arguments(parser, cls, group_title=None, skip=(), only_given=False):
     """Add one ``--<field>`` flag per field of dataclass ``cls`` to ``parser`` (except ``skip``).
 

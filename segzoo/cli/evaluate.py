@@ -20,7 +20,7 @@ Examples:
 
 import os
 
-from segzoo.cli.arguments import add_checkpoint_argument
+from segzoo.cli.arguments import add_calibration_arguments, add_checkpoint_argument
 
 
 def add_arguments(parser):
@@ -44,7 +44,9 @@ def add_arguments(parser):
     parser.add_argument("--latency_runs", type=int, default=50, help="timed runs (default: 50)")
     parser.add_argument("--runtime", default="keras", choices=RUNTIMES,
                         help="what scores and times the model: the Keras graph, an exported runtime (exported and "
-                             "checked once per image size), or auto: the fastest here (default: keras)")
+                             "checked once per image size; int8: calibrated on --calibration_data), or auto: the "
+                             "fastest here (default: keras)")
+    add_calibration_arguments(parser, "--runtime litert-int8 or onnx-int8 (and auto)")
     parser.add_argument("--output", default="eval", help="folder for metrics.json, report.html and pictures "
                                                           "(default: eval)")
     parser.add_argument("--grid_images", type=int, default=6, help="images in predictions.png (default: 6)")
@@ -84,8 +86,10 @@ def tta_from_args(args):
 def run(args):
     from segzoo import data, evaluation, inference, postprocess, report as reports
     from segzoo.files import check_output, check_writable
+    from segzoo.runtime import check_calibration
 
     tta = tta_from_args(args)
+    check_calibration(args.runtime, args.calibration_data)
     check_output(args.output, inputs=(args.checkpoint, args.data, args.images), overwrite=args.overwrite)
     check_writable(args.output)  # before the evaluation, not after it
     model = inference.load_model(args.checkpoint)
@@ -97,7 +101,8 @@ def run(args):
                             seed=args.seed, shuffle=False)
         class_names = model.class_names or postprocess.output_class_names(model.num_classes, source.info.class_names)
         report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
-                                              latency_runs=args.latency_runs, tta=tta, runtime=args.runtime)
+                                              latency_runs=args.latency_runs, tta=tta, runtime=args.runtime,
+                                              calibration_images=inference.calibration_from_args(args))
         report.update(checkpoint=os.path.abspath(args.checkpoint), data=args.data, split=args.split)
         colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
         rows = evaluation.prediction_rows(model, dataset, colors, max_images=args.grid_images)

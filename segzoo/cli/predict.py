@@ -18,7 +18,7 @@ Examples:
         --format png cvat --tile 512 512 --runtime onnx
 """
 
-from segzoo.cli.arguments import add_checkpoint_argument
+from segzoo.cli.arguments import add_calibration_arguments, add_checkpoint_argument
 
 
 def add_model_arguments(parser):
@@ -40,18 +40,22 @@ def add_model_arguments(parser):
                         help="keep only the N largest regions of each class, 0 keeps all (default: 0)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="keras",
                         help="run the Keras graph, or export the model per input size and run it on LiteRT or "
-                             "ONNX Runtime (default: keras)")
+                             "ONNX Runtime (int8: calibrated on --calibration_data), or auto: the fastest here "
+                             "(default: keras)")
+    add_calibration_arguments(parser, "--runtime litert-int8 or onnx-int8 (and auto)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output folder")
 
 
 def predictor_from_args(args):
     """``(FramePredictor, class_names, colors)`` from the flags of :func:`add_model_arguments`."""
     from segzoo import inference
+    from segzoo.runtime import check_calibration
 
+    check_calibration(args.runtime, args.calibration_data)  # before loading anything
     model = inference.load_model(args.checkpoint)
     names, colors = inference.model_classes(model)
-    return inference.FramePredictor(model, args.input_size, keep_largest=args.keep_largest,
-                                    runtime=args.runtime), names, colors
+    return inference.FramePredictor(model, args.input_size, keep_largest=args.keep_largest, runtime=args.runtime,
+                                    calibration_images=inference.calibration_from_args(args)), names, colors
 
 
 def add_arguments(parser):

@@ -28,6 +28,7 @@ _EXPORTS = {
     "AugmentConfig": "augment", "augment_dataset": "augment", "augment_pair": "augment",
     "copy_rng": "augment", "overlay_label": "overlay", "voc_palette": "overlay",
     "open_dataset": "sources", "prepare_source": "sources", "sample_images": "sources",
+    "draw_images": "sources", "resize_images": "sources",
     "data_fingerprint": "sources", "scan_labels": "datasource",
     "Split": "splits", "split_ids": "splits",
     "build_dataset": "tfds_builder",

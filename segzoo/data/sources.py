@@ -208,15 +208,28 @@ def prepare_source(data, images=None, binary=False, import_dir=None):
     return import_dir
 
 
-def sample_images(dataset, count, size, seed=0, subset=None):
-    """``count`` images of ``dataset`` (seeded draw), resized to ``size`` ``(H, W)``: float32 ``(N, H, W, 3)``.
+def draw_images(dataset, count, seed=0, subset=None):
+    """``count`` RGB images of ``dataset`` (seeded draw), each at its own size: a list of ``uint8 (h, w, 3)``.
 
-    For int8 calibration and export checks: real images, not random noise.
     ``subset`` restricts the draw to one subset (e.g. ``"train"``) when the
     dataset has subset lists.
     """
     ids = list(dataset.subsets().get(subset, dataset.ids)) if subset else list(dataset.ids)
     chosen = np.random.default_rng(seed).permutation(len(ids))[:count]
+    return [dataset.load(ids[i])[0] for i in sorted(chosen)]
+
+
+def resize_images(images, size):
+    """RGB ``images`` (a sequence of ``(h, w, 3)`` arrays of any sizes) resized to ``size`` ``(H, W)`` by
+    area interpolation: float32 ``(N, H, W, 3)``."""
     height, width = size
-    return np.stack([cv2.resize(dataset.load(ids[i])[0], (width, height), interpolation=cv2.INTER_AREA)
-                     for i in sorted(chosen)]).astype(np.float32)
+    return np.stack([cv2.resize(np.asarray(image), (width, height), interpolation=cv2.INTER_AREA)
+                     for image in images]).astype(np.float32)
+
+
+def sample_images(dataset, count, size, seed=0, subset=None):
+    """``count`` images of ``dataset`` (:func:`draw_images`), resized to ``size`` ``(H, W)``: float32 ``(N, H, W, 3)``.
+
+    For int8 calibration and export checks: real images, not random noise.
+    """
+    return resize_images(draw_images(dataset, count, seed, subset), size)
