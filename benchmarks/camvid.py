@@ -129,12 +129,14 @@ def _percent(value):
 
 def markdown(rows):
     """The results page: one summary table, per-class IoU, the machine and the pictures."""
+    from segzoo import evaluation
+
     if not rows:
         return ""
     machine = rows[0]["machine"]
     height, width = rows[0]["latency_input"][:2]
     lines = [f"# CamVid test split (233 images, 360x480), trained from scratch, {time.strftime('%Y-%m-%d')}", "",
-             f"Machine: {machine['cpu']} ({', '.join(machine['vector_extensions'])}), {machine['cores']} cores, "
+             f"Machine: {machine['cpu']} ({evaluation.describe_vector_extensions(machine)}), {machine['cores']} cores, "
              f"backend {machine['backend']}, GPUs: {', '.join(machine['gpus']) or 'none'}.", "",
              "| preset | epochs | training (min) | training images/s | best val mIoU | test mIoU | "
              f"test mIoU, TTA | GFLOPs ({width}x{height}) | latency (ms, {width}x{height}) |",

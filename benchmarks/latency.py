@@ -106,6 +106,8 @@ def int8_gemm_rates(sizes=(1024, 2048), repeats=5):
     try:
         import onnxruntime
         from onnx import TensorProto, helper
+
+        from segzoo.export import onnx_session_options
     except ImportError:
         return {}
     rates = {}
@@ -116,21 +118,13 @@ def int8_gemm_rates(sizes=(1024, 2048), repeats=5):
              helper.make_tensor_value_info("b", TensorProto.INT8, [size, size])],
             [helper.make_tensor_value_info("c", TensorProto.INT32, [size, size])])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        session = onnxruntime.InferenceSession(model.SerializeToString(), _session_options(),
+        session = onnxruntime.InferenceSession(model.SerializeToString(), onnx_session_options(),
                                                providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(0)
         feeds = {"a": rng.integers(0, 255, (size, size), dtype=np.uint8),
                  "b": rng.integers(-127, 127, (size, size), dtype=np.int8)}
         rates[f"ONNX Runtime MatMulInteger {size}"] = _best_rate(lambda: session.run(None, feeds), size, repeats)
     return rates
-
-
-def _session_options():
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    return options
 
 
 def official_forward(workdir, shape, num_classes, upsample=True):
@@ -142,6 +136,8 @@ def official_forward(workdir, shape, num_classes, upsample=True):
     """
     import onnxruntime
     import torch
+
+    from segzoo.export import onnx_session_options
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
     from test_weights import official_model
@@ -162,7 +158,7 @@ def official_forward(workdir, shape, num_classes, upsample=True):
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(Upsampled(official_model("ddrnet23_slim", num_classes)).eval(),
                           torch.zeros(1, 3, *shape[:2]), path, dynamo=False, input_names=["images"], opset_version=17)
-    session = onnxruntime.InferenceSession(path, _session_options(), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(path, onnx_session_options(), providers=["CPUExecutionProvider"])
     return lambda images: session.run(None, {"images": np.ascontiguousarray(
         np.asarray(images, np.float32).transpose(0, 3, 1, 2))})[0], path
 
@@ -293,7 +289,7 @@ def main(argv=None):
     ceilings = {"float32": max(float32_rates.values()), "int8": max(int8_rates.values(), default=None)}
     best = {kind: max(rates, key=rates.get) for kind, rates in (("float32", float32_rates), ("int8", int8_rates))
             if rates}
-    header = (f"{time.strftime('%Y-%m-%d')}: {machine['cpu']} ({', '.join(machine.get('vector_extensions') or []) or 'no AVX'}), "
+    header = (f"{time.strftime('%Y-%m-%d')}: {machine['cpu']} ({evaluation.describe_vector_extensions(machine)}), "
               f"{machine['cores']} cores, {machine.get('threads', '?')} TensorFlow threads, GPUs: "
               f"{machine['gpus'] or 'none'}; ceiling: float32 {ceilings['float32']:.0f} GFLOP/s ({best['float32']})"
               + (f", int8 {ceilings['int8']:.0f} GOP/s ({best['int8']})" if ceilings["int8"] else "")

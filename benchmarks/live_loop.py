@@ -77,7 +77,7 @@ def main(argv=None):
     model = inference.load_model(args.checkpoint)
     names, colors = inference.model_classes(model)
     calibration = inference.calibration_from_args(args)
-    print(f"{time.strftime('%Y-%m-%d')}: {machine['cpu']} ({', '.join(machine['vector_extensions']) or 'no AVX'}), "
+    print(f"{time.strftime('%Y-%m-%d')}: {machine['cpu']} ({evaluation.describe_vector_extensions(machine)}), "
           f"{machine['cores']} cores; {os.path.basename(args.video)} at {args.size[1]}x{args.size[0]}\n")
     stages = inference.STAGES
     print("| runtime | " + " | ".join(stages) + " | total (ms) | loop FPS |\n|---" + "|---" * (len(stages) + 2) + "|")

@@ -113,9 +113,16 @@ def evaluate_segmentation(model, dataset, class_names, ignore_index=IGNORE_INDEX
     return result
 
 
-def cpu_vector_extensions():
+#: ``/proc/cpuinfo`` flag -> the name of numpy's own CPUID check of it (what programs are told they may use).
+_NUMPY_CPU_FEATURES = {"avx2": "AVX2", "fma": "FMA3", "avx512f": "AVX512F", "avx512_vnni": "AVX512VNNI",
+                       "avx512_bf16": "AVX512BF16"}
+
+
+def cpu_vector_extensions(hidden=False):
     """The CPU's wide vector extensions that decide its speed here (``avx2``, ``avx512f``, ``avx512_vnni``,
-    ``amx_*``, ``neon``...), from ``/proc/cpuinfo``; empty where it cannot be read."""
+    ``amx_*``, ``neon``...): the ``/proc/cpuinfo`` flags that CPUID also offers to programs (numpy's runtime
+    check; a hypervisor or a CPUID mask can hide one). ``hidden=True``: the flags the kernel lists that
+    programs are not offered instead. Empty where ``/proc/cpuinfo`` cannot be read."""
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
               "amx_bf16", "asimd", "asimddp", "sve")
     try:
@@ -124,7 +131,21 @@ def cpu_vector_extensions():
                           if line.startswith(("flags", "Features"))), [])
     except OSError:
         return []
-    return [flag for flag in wanted if flag in flags]
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as offered
+    except ImportError:  # another numpy layout: trust the kernel's list
+        offered = {}
+    listed = [flag for flag in wanted if flag in flags]
+    usable = [flag for flag in listed if offered.get(_NUMPY_CPU_FEATURES.get(flag), True)]
+    return [flag for flag in listed if flag not in usable] if hidden else usable
+
+
+def describe_vector_extensions(machine) -> str:
+    """``"avx2, fma"`` of a :func:`machine_description`, plus the extensions hidden from programs, if any."""
+    text = ", ".join(machine.get("vector_extensions") or []) or "no AVX"
+    if machine.get("hidden_vector_extensions"):
+        text += f"; {', '.join(machine['hidden_vector_extensions'])} listed by the kernel but hidden from programs"
+    return text
 
 
 def machine_description():
@@ -135,7 +156,8 @@ def machine_description():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    description = {"cpu": cpu, "vector_extensions": cpu_vector_extensions(), "cores": os.cpu_count(),
+    description = {"cpu": cpu, "vector_extensions": cpu_vector_extensions(),
+                   "hidden_vector_extensions": cpu_vector_extensions(hidden=True), "cores": os.cpu_count(),
                    "backend": keras.backend.backend(), "gpus": []}
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf

@@ -239,7 +239,7 @@ class FramePredictor:
         with self.times.stage("model"):
             logits = keras.ops.convert_to_numpy(self._forward(image))
         with self.times.stage("postprocess"):
-            classes = keras.ops.convert_to_numpy(postprocess.classes(logits))[0].astype(np.uint8)
+            classes = postprocess.class_ids(logits)[0]
             if self.keep_largest:
                 classes = keep_largest_regions(classes, self.keep_largest)
         self.times.frames += 1
@@ -263,7 +263,7 @@ class FramePredictor:
                 probabilities = self._smoothed(keras.ops.convert_to_numpy(postprocess.probabilities(logits))[0])
                 classes = probabilities.argmax(axis=-1).astype(np.uint8)
             else:
-                classes = keras.ops.convert_to_numpy(postprocess.classes(logits))[0].astype(np.uint8)
+                classes = postprocess.class_ids(logits)[0]
             height, width = frame.shape[:2]
             classes = cv2.resize(classes, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
             if self.keep_largest:

@@ -310,9 +310,13 @@ def fastest_forward(model, input_size, workdir, images, candidates=AUTO_CANDIDAT
     timings = {name: statistics["median_ms"] for name, statistics in
                measure_latencies(built, images, warmup, runs).items()}
     best = built[min(timings, key=timings.get)]
-    ranked = ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(timings.items(), key=lambda item: item[1]))
+    def described(name):
+        report = built[name].export_report
+        agreement = f", {report.class_agreement:.2%} of pixels as Keras" if report and name in INT8_RUNTIMES else ""
+        return f"{name} {timings[name]:.1f} ms{agreement}"
+
     logger.info("runtime auto: %s, the fastest here at %dx%d of those that agree with the Keras model (%s)",
-                best.runtime, input_size[1], input_size[0], ranked)
+                best.runtime, input_size[1], input_size[0], "; ".join(map(described, sorted(timings, key=timings.get))))
     return best, timings
 
 

@@ -4,6 +4,9 @@ CamVid-shaped folder, and its training-time bookkeeping across stops."""
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -75,3 +78,27 @@ def test_training_time_adds_up_over_stops_and_resumes(tmp_path, monkeypatch):
     assert commands[-1] == ("train", "--checkpoint_dir", str(run), "--resume")
     assert 60 <= seconds - started < 65
     assert json.loads(timing.read_text()) == {"seconds": seconds, "started": None}
+
+
+def _cpuid_faulting():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return " cpuid_fault" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not (_cpuid_faulting() and shutil.which("cc")), reason="needs Linux CPUID faulting and a C compiler")
+def test_hide_avx512_makes_every_program_see_an_avx2_cpu(tmp_path):
+    library = tmp_path / "hide_avx512.so"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(library),
+                    os.path.join(REPO_ROOT, "benchmarks", "hide_avx512.c")], check=True)
+    probe = ("import json; from numpy._core._multiarray_umath import __cpu_features__ as f; "
+             "print(json.dumps({k: f[k] for k in ('AVX2', 'FMA3', 'AVX512F', 'AVX512VNNI', 'AVX512BF16')}))")
+    seen = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, LD_PRELOAD=str(library)),
+                          capture_output=True, text=True, check=True)
+    assert json.loads(seen.stdout) == {"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512VNNI": False,
+                                       "AVX512BF16": False}, seen.stderr
+    crash = subprocess.run([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"],
+                           env=dict(os.environ, LD_PRELOAD=str(library)), capture_output=True)
+    assert crash.returncode == -11  # a real segmentation fault still ends the program

@@ -100,3 +100,23 @@ def test_visualizations_are_side_by_side_panels(model, tmp_path):
     from segzoo.data.io import read_image
 
     assert read_image(paths[0]).shape == (32, 160, 3)
+
+
+def test_vector_extensions_hidden_from_programs_are_told_apart(monkeypatch):
+    """The kernel lists AVX-512; CPUID (as numpy reads it) does not offer it, e.g. under a CPUID mask."""
+    import io
+
+    from numpy._core import _multiarray_umath
+
+    cpuinfo = "processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni\n"
+    monkeypatch.setattr(evaluation, "open", lambda path, **kwargs: io.StringIO(cpuinfo), raising=False)
+    features = dict(_multiarray_umath.__cpu_features__, AVX2=True, FMA3=True, AVX512F=False, AVX512VNNI=False)
+    monkeypatch.setattr(_multiarray_umath, "__cpu_features__", features)
+    machine = {"vector_extensions": evaluation.cpu_vector_extensions(),
+               "hidden_vector_extensions": evaluation.cpu_vector_extensions(hidden=True)}
+    assert machine == {"vector_extensions": ["avx2", "fma"], "hidden_vector_extensions": ["avx512f", "avx512_vnni"]}
+    assert evaluation.describe_vector_extensions(machine) == (
+        "avx2, fma; avx512f, avx512_vnni listed by the kernel but hidden from programs")
+    features.update(AVX512F=True, AVX512VNNI=True)
+    assert evaluation.cpu_vector_extensions() == ["avx2", "fma", "avx512f", "avx512_vnni"]
+    assert evaluation.cpu_vector_extensions(hidden=True) == []

@@ -74,6 +74,17 @@ def test_class_ids_from_logits_binary_and_softmax():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(class_ids_from_logits(softmax)), [[[1]]])
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_numpy_class_ids_are_the_backend_s_classes_ties_included(channels):
+    from segzoo.postprocess import class_ids
+
+    logits = np.random.default_rng(channels).normal(size=(2, 8, 9, channels)).astype(np.float32)
+    logits[0, 0, 0] = 0.0  # a tie: the first maximum (class 0) wins, as in classes()
+    ids = class_ids(logits)
+    assert ids.dtype == np.uint8 and ids.shape == (2, 8, 9) and ids[0, 0, 0] == 0
+    np.testing.assert_array_equal(ids, keras.ops.convert_to_numpy(class_ids_from_logits(logits)))
+
+
 # ---------------------------------------------------------------- the streaming metric
 
 def test_multiclass_matches_the_reference():
