@@ -163,6 +163,11 @@ def official_forward(workdir, shape, num_classes, upsample=True):
         np.asarray(images, np.float32).transpose(0, 3, 1, 2))})[0], path
 
 
+def _error_text(error):
+    """One line for a row that failed: the exception's type and the first line of its message."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+
+
 def _score(forward, model, data_source, shape, upsample=True):
     """Mean IoU of ``forward`` on the held-out images of ``data_source`` at ``shape``; logits at the output
     stride (``upsample=False``) are resized to the image bilinearly first, as the model's own graph does."""
@@ -217,7 +222,7 @@ def benchmark_preset(name, args, ceilings, workdir, official=()):
             if forward.path:
                 row["file_mb"] = os.path.getsize(forward.path) / 1e6
         except Exception as error:  # one runtime failing must not hide the others
-            row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+            row["error"] = _error_text(error)
         entries.append((row, forward))
     images = np.random.default_rng(0).uniform(0, 255, (args.batch_size, *shape)).astype(np.float32)
     timed = runtime.measure_latencies({i: forward for i, (_, forward) in enumerate(entries) if forward is not None},
@@ -232,7 +237,7 @@ def benchmark_preset(name, args, ceilings, workdir, official=()):
                 try:
                     row["mean_iou"] = _score(forward, model, args.data, shape, upsample=row["output"] == "input")
                 except Exception as error:
-                    row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+                    row["error"] = _error_text(error)
         rows.append(row)
         print(_format_row(row), flush=True)
     return rows
@@ -328,7 +333,7 @@ def official_entry(args, workdir, upsample=True):
     try:
         forward, _ = official_forward(workdir, shape, args.num_classes, upsample)
     except Exception as error:  # the yardstick failing must not hide segzoo's rows
-        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        row["error"] = _error_text(error)
         forward = None
     return row, forward
 

@@ -514,10 +514,11 @@ def predictor_from_args(args):
     """``(FramePredictor, colors, class_names)`` from parsed :func:`add_predictor_arguments` flags
     and ``args.checkpoint``; names and colours come from the checkpoint when it has them."""
     runtimes.check_calibration(args.runtime, args.calibration_data)  # before loading anything
+    calibration = calibration_from_args(args)
     model = load_model(args.checkpoint)
     names, colors = model_classes(model)
     predictor = FramePredictor(model, args.input_size, args.smoothing, args.keep_largest, args.runtime,
-                               args.argmax_at_stride, calibration_images=calibration_from_args(args))
+                               args.argmax_at_stride, calibration_images=calibration)
     return predictor, colors, names
 
 

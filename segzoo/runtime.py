@@ -125,10 +125,7 @@ def measure_latency(model, input_shape=(480, 640, 3), batch_size=1, warmup=10, r
         forward = compiled_forward(model, jit_compile)
     if images is None:
         images = np.random.default_rng(seed).uniform(0, 255, (batch_size, *input_shape)).astype("float32")
-    for _ in range(warmup):
-        keras.ops.convert_to_numpy(forward(images))
-    times = [_timed_run(forward, images) for _ in range(runs)]
-    return _latency_statistics(times, warmup, images.shape)
+    return measure_latencies({"forward": forward}, images, warmup, runs)["forward"]
 
 
 def measure_latencies(forwards, images, warmup=10, runs=50):
@@ -157,15 +154,10 @@ def measure_latencies(forwards, images, warmup=10, runs=50):
     for round_ in range(runs):
         for offset in range(len(names)):
             name = names[(round_ + offset) % len(names)]
-            times[name].append(_timed_run(forwards[name], images))
+            start = time.perf_counter()
+            keras.ops.convert_to_numpy(forwards[name](images))  # waits for a device
+            times[name].append((time.perf_counter() - start) * 1000.0)
     return {name: _latency_statistics(times[name], warmup, images.shape) for name in names}
-
-
-def _timed_run(forward, images):
-    """Milliseconds of one ``forward(images)``, its output converted to numpy (which waits for a device)."""
-    start = time.perf_counter()
-    keras.ops.convert_to_numpy(forward(images))
-    return (time.perf_counter() - start) * 1000.0
 
 
 def _latency_statistics(times, warmup, shape):
@@ -310,6 +302,7 @@ def fastest_forward(model, input_size, workdir, images, candidates=AUTO_CANDIDAT
     timings = {name: statistics["median_ms"] for name, statistics in
                measure_latencies(built, images, warmup, runs).items()}
     best = built[min(timings, key=timings.get)]
+
     def described(name):
         report = built[name].export_report
         agreement = f", {report.class_agreement:.2%} of pixels as Keras" if report and name in INT8_RUNTIMES else ""

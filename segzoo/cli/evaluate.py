@@ -92,6 +92,7 @@ def run(args):
     check_calibration(args.runtime, args.calibration_data)
     check_output(args.output, inputs=(args.checkpoint, args.data, args.images), overwrite=args.overwrite)
     check_writable(args.output)  # before the evaluation, not after it
+    calibration = inference.calibration_from_args(args)
     model = inference.load_model(args.checkpoint)
     prepared = data.prepare_source(args.data, images=args.images, import_dir=os.path.join(args.output, "dataset"))
     with data.open_source(prepared, data_dir=args.data_dir, val_ratio=args.val_ratio, seed=args.seed,
@@ -102,7 +103,7 @@ def run(args):
         class_names = model.class_names or postprocess.output_class_names(model.num_classes, source.info.class_names)
         report = evaluation.evaluation_report(model, dataset, class_names, (*args.latency_size, 3),
                                               latency_runs=args.latency_runs, tta=tta, runtime=args.runtime,
-                                              calibration_images=inference.calibration_from_args(args))
+                                              calibration_images=calibration)
         report.update(checkpoint=os.path.abspath(args.checkpoint), data=args.data, split=args.split)
         colors = model.class_colors or data.voc_palette(len(class_names)).tolist()
         rows = evaluation.prediction_rows(model, dataset, colors, max_images=args.grid_images)

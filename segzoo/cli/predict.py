@@ -52,10 +52,11 @@ def predictor_from_args(args):
     from segzoo.runtime import check_calibration
 
     check_calibration(args.runtime, args.calibration_data)  # before loading anything
+    calibration = inference.calibration_from_args(args)
     model = inference.load_model(args.checkpoint)
     names, colors = inference.model_classes(model)
     return inference.FramePredictor(model, args.input_size, keep_largest=args.keep_largest, runtime=args.runtime,
-                                    calibration_images=inference.calibration_from_args(args)), names, colors
+                                    calibration_images=calibration), names, colors
 
 
 def add_arguments(parser):
