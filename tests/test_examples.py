@@ -2,6 +2,7 @@
 export (the quickstart runs from the installed wheel in test_install.py)."""
 
 import json
+import logging
 import os
 import runpy
 
@@ -66,12 +67,16 @@ def test_predict_video_and_camera_write_playable_videos(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_int8_litert_and_onnx_with_checks(trained, tmp_path, capsys):
+def test_export_int8_litert_and_onnx_with_checks(trained, tmp_path, capsys, caplog):
     sample, run = trained
+    caplog.set_level(logging.INFO, logger="segzoo")
     example("export")(["--checkpoint", str(run / "best.keras"), "--format", "litert", "--quantize", "int8",
                        "--data", sample.export, "--images", sample.images, "--calibration_images", "8",
                        "--input_size", "64", "96", "--output", str(tmp_path / "m.tflite"),
                        "--report", str(tmp_path / "report.json")])
+    captured = capsys.readouterr()
+    said = captured.out + captured.err + caplog.text
+    assert said.count("class agreement") == 1, said  # the check is reported once, not logged and printed
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["quantize"] == "int8" and report["class_agreement"] >= 0.95
     example("export")(["--checkpoint", str(run / "best.keras"), "--format", "onnx", "--output_kind", "classes",

@@ -74,7 +74,6 @@ def run(args):
                                         subset="train")
     report = export.export_model(model, args.output, args.format, args.quantize, args.input_size,
                                  args.output_kind, representative_images=images, overwrite=args.overwrite,
-                                 upsample=not args.no_upsample)
-    print(report.summary())
+                                 upsample=not args.no_upsample)  # logs its check: report.summary()
     if args.report:
         write_json(args.report, report.__dict__)
