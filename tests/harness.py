@@ -12,6 +12,8 @@ import textwrap
 import keras
 import numpy as np
 
+from segzoo.layers.normalization import IMAGENET_MEAN, IMAGENET_STD
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS_DIR = os.path.join(REPO_ROOT, "tests")
 
@@ -28,6 +30,29 @@ STRUCTURAL_PRESETS = ("ddrnet23_slim", "deeplabv3plus_efficientnetb0_lite", "dee
 def random_images(batch=1, height=64, width=64, seed=0):
     """Float32 RGB images with values 0..255, shape (batch, height, width, 3)."""
     return np.random.default_rng(seed).uniform(0, 255, (batch, height, width, 3)).astype("float32")
+
+
+def official_input(images):
+    """A torch ``(B, 3, H, W)`` float32 tensor of 0..255 NHWC ``images``, normalised as the official code does."""
+    import torch
+
+    mean, std = np.asarray(IMAGENET_MEAN, "float32"), np.asarray(IMAGENET_STD, "float32")
+    return torch.from_numpy(((images / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype("float32"))
+
+
+def run_official(model, images):
+    """An official (PyTorch) model's outputs ``{name: NHWC numpy}`` for 0..255 NHWC ``images``.
+
+    The model returns a dict of NCHW maps with ``"logits"``; ``"upsampled"`` is
+    added: the logits resized bilinearly to the input size (half-pixel centres).
+    """
+    import torch
+
+    with torch.no_grad():
+        outputs = model(official_input(images))
+        outputs["upsampled"] = torch.nn.functional.interpolate(outputs["logits"], size=images.shape[1:3],
+                                                               mode="bilinear", align_corners=False)
+    return {key: value.numpy().transpose(0, 2, 3, 1) for key, value in outputs.items()}
 
 
 def random_labels(batch=1, height=64, width=64, num_classes=2, seed=0):

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from harness import random_images, random_labels
+from harness import official_input, random_images, random_labels, run_official
 from segzoo import losses, presets
 from segzoo.backbones import pidnet_weights
 from segzoo.files import file_digest
@@ -26,8 +26,6 @@ from segzoo.weights import CheckpointError, convert_pidnet, install_imagenet_wei
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
 
-MEAN = np.array([0.485, 0.456, 0.406], "float32")
-STD = np.array([0.229, 0.224, 0.225], "float32")
 NAMES = ("pidnet_s", "pidnet_m", "pidnet_l")
 
 
@@ -248,15 +246,6 @@ def official_model(name, num_classes=19, augment=True, seed=0):
     return model.eval()
 
 
-def run_official(model, images):
-    x = torch.from_numpy(((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32"))
-    with torch.no_grad():
-        outputs = model(x)
-        outputs["upsampled"] = F.interpolate(outputs["logits"], size=images.shape[1:3], mode="bilinear",
-                                             align_corners=False)
-    return {key: value.numpy().transpose(0, 2, 3, 1) for key, value in outputs.items()}
-
-
 def run_segzoo(model, images):
     features = model.backbone(images, training=False)
     outputs = {"logits": model.head(features, training=False), "aux_logits": model.aux_head(features),
@@ -381,7 +370,7 @@ def test_mmseg_imagenet_trunk_downloads_with_the_d_branch_left_at_initialisation
 def assert_p_branch_matches(model, reference):
     """The trunk's P-branch output (stride 8) equals the official model's: the trunk was loaded."""
     images = random_images(1, 64, 64)
-    x = torch.from_numpy(((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32"))
+    x = official_input(images)
     with torch.no_grad():
         expected = reference.layer5_(F.relu(reference.pag4(*_p_branch(reference, x))))
     actual = keras.ops.convert_to_numpy(model.backbone(images)["p"])

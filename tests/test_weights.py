@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from harness import REPO_ROOT, random_images
+from harness import REPO_ROOT, random_images, run_official
 from segzoo import errors, presets, weights
 from segzoo.backbones import ddrnet_weights, pretrained
 from segzoo.files import file_digest
@@ -29,8 +29,6 @@ from segzoo.weights import CheckpointError, convert_ddrnet, load_torch_checkpoin
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
 
-MEAN = np.array([0.485, 0.456, 0.406], "float32")
-STD = np.array([0.229, 0.224, 0.225], "float32")
 
 
 # --- The official DDRNet in PyTorch (reference; own code, official module names) ---------------
@@ -198,16 +196,6 @@ def official_model(name, num_classes=19, seed=0):
                 module.running_mean.normal_(0.0, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
     return model.eval()
-
-
-def run_official(model, images):
-    """Official outputs, NHWC numpy, for 0..255 NHWC images (normalised as the official code expects)."""
-    x = torch.from_numpy(((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32"))
-    with torch.no_grad():
-        outputs = model(x)
-        outputs["upsampled"] = F.interpolate(outputs["logits"], size=images.shape[1:3], mode="bilinear",
-                                             align_corners=False)
-    return {key: value.numpy().transpose(0, 2, 3, 1) for key, value in outputs.items()}
 
 
 def run_segzoo(model, images):

@@ -82,8 +82,24 @@ class PAPPM(DAPPM):
         return [base, self._bn_relu_conv(scales, self.process_norm, self.process_conv, training)]
 
 
+class _BoundaryFusion(keras.layers.Layer):
+    """What PIDNet's two fusions share: ``layer([p, i, d]) -> (B, H, W, out_channels)``, an ``out_channels`` config."""
+
+    def __init__(self, out_channels, **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels = out_channels
+
+    def compute_output_shape(self, input_shapes):
+        return (*input_shapes[0][:-1], self.out_channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(out_channels=self.out_channels)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="segzoo")
-class LightBag(keras.layers.Layer):
+class LightBag(_BoundaryFusion):
     """PIDNet-S and -M's boundary-attention-guided fusion (official ``Light_Bag``).
 
     ``layer([p, i, d])``, three ``(B, H, W, C)`` maps (P, I and D branches):
@@ -101,8 +117,7 @@ class LightBag(keras.layers.Layer):
     batch_norm_pairs = (("conv_p", "norm_p"), ("conv_i", "norm_i"))
 
     def __init__(self, out_channels, **kwargs):
-        super().__init__(**kwargs)
-        self.out_channels = out_channels
+        super().__init__(out_channels, **kwargs)
         dtype = self.dtype_policy
         self.conv_p = _conv(out_channels, 1, "conv_p_0", dtype)
         self.norm_p = _batch_norm("conv_p_1", dtype)
@@ -124,17 +139,9 @@ class LightBag(keras.layers.Layer):
         i_add = self.norm_i(self.conv_i(i + attention * p), training=training)
         return p_add + i_add
 
-    def compute_output_shape(self, input_shapes):
-        return (*input_shapes[0][:-1], self.out_channels)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(out_channels=self.out_channels)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="segzoo")
-class Bag(keras.layers.Layer):
+class Bag(_BoundaryFusion):
     """PIDNet-L's boundary-attention-guided fusion (official ``Bag``).
 
     ``layer([p, i, d])``, three ``(B, H, W, C)`` maps: with ``a = sigmoid(d)``,
@@ -147,8 +154,7 @@ class Bag(keras.layers.Layer):
     """
 
     def __init__(self, out_channels, **kwargs):
-        super().__init__(**kwargs)
-        self.out_channels = out_channels
+        super().__init__(out_channels, **kwargs)
         dtype = self.dtype_policy
         self.norm = _batch_norm("conv_0", dtype)
         self.conv = _conv(out_channels, 3, "conv_2", dtype)
@@ -162,14 +168,6 @@ class Bag(keras.layers.Layer):
         p, i, d = inputs
         attention = ops.sigmoid(d)
         return self.conv(ops.relu(self.norm(attention * p + (1.0 - attention) * i, training=training)))
-
-    def compute_output_shape(self, input_shapes):
-        return (*input_shapes[0][:-1], self.out_channels)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(out_channels=self.out_channels)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="segzoo")
