@@ -26,7 +26,7 @@ from segzoo import postprocess, runtime as runtimes
 from segzoo.cli.arguments import add_calibration_arguments
 from segzoo.constants import BACKGROUND_ID
 from segzoo.data.overlay import overlay_label, voc_palette
-from segzoo.errors import ConfigError
+from segzoo.errors import ConfigError, option
 from segzoo.files import atomic_write, check_output
 from segzoo.native_output import captured_stderr
 from segzoo.models import load_model
@@ -431,8 +431,8 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
         logger.warning("No display: writing the stream to %s instead of showing it.", output)
     capture = cv2.VideoCapture(camera)
     if not capture.isOpened():
-        raise RuntimeError(f"Cannot open camera {camera!r}: check the index (0 is the first webcam) "
-                           f"and that no other program holds it.")
+        raise ConfigError(f"Cannot open {option('camera', camera)}: check the index (0 is the first webcam), the "
+                          f"stream's address or file, and that no other program holds it.")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     writer, meter, frames = None, _FpsMeter(), 0
     stack = contextlib.ExitStack()

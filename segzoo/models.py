@@ -329,7 +329,8 @@ def load_model(path):
 
     path = os.fspath(path)
     if not path.endswith(".keras"):
-        raise ValueError(f"{path}: expected a .keras file (as segzoo training writes).")
+        raise CheckpointError(f"{path}: expected a .keras file, as segzoo training writes (best.keras or last.keras "
+                              f"in its checkpoint folder).")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file.")
     check_keras_file(path)

@@ -68,7 +68,8 @@ class QuickstartConfig:
                                       "fits its epochs to that after timing a few steps; 0 turns this off")
     batch_size: int = _field(8, "training batch size")
     learning_rate: float = _field(2e-3, "peak learning rate (AdamW, polynomial decay)")
-    binary: bool = _field(True, "merge every defect class into one 'defect' class (the original project's use)")
+    binary: bool = _field(True, "merge every defect class (hole, crack) into one 'foreground' class "
+                                "(the original project's use)")
     weights: str = _field("none", "'none' (no download) or 'imagenet' (pretrained backbone)")
     seed: int = _field(0, "random seed")
     fast: bool = _field(False, "a small, quick run of the same chain (for tests and a first look)")

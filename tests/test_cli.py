@@ -123,6 +123,21 @@ def test_a_wrong_folder_is_one_message(tmp_path, capsys):
     assert_one_message(status, err, "none.keras")
 
 
+def test_a_checkpoint_that_is_not_a_keras_file_is_one_message(tmp_path, capsys):
+    picture = tmp_path / "photo.png"
+    picture.write_bytes(b"\x89PNG\r\n")
+    status, _, err = segzoo(["predict", "--checkpoint", str(picture), "--images", str(tmp_path),
+                             "--output", str(tmp_path / "out")], capsys)
+    assert_one_message(status, err, "photo.png", "expected a .keras file")
+
+
+def test_a_camera_that_cannot_open_is_one_message_naming_the_flag(tmp_path, capsys):
+    status, _, err = segzoo(["camera", "--checkpoint", tiny_checkpoint(tmp_path / "m.keras"), "--camera",
+                             str(tmp_path / "no-stream.avi"), "--no_show", "--output", str(tmp_path / "out.mp4"),
+                             "--max_frames", "1"], capsys)
+    assert_one_message(status, err, "Cannot open --camera", "no-stream.avi")
+
+
 def test_labelmap_one_folder_above_the_masks_names_the_mask_folder(sample, tmp_path, capsys):
     folder = tmp_path / "repo"
     with zipfile.ZipFile(sample.export) as archive:

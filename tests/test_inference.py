@@ -9,6 +9,7 @@ import pytest
 
 from harness import TinyBackbone, TinyHead
 from segzoo import postprocess
+from segzoo.errors import ConfigError
 from segzoo.inference import (FramePredictor, draw_overlay, keep_largest_regions, predict_video,
                               run_camera)
 from segzoo.models import SegmentationModel
@@ -148,7 +149,7 @@ def test_camera_without_display_writes_a_file(model, tmp_path, monkeypatch):
 
 
 def test_camera_that_cannot_open_says_which(model):
-    with pytest.raises(RuntimeError, match="camera 'no-such-stream.avi'"):
+    with pytest.raises(ConfigError, match="Cannot open camera='no-such-stream.avi'"):
         run_camera(FramePredictor(model), COLORS, NAMES, camera="no-such-stream.avi", show=False, output="x.mp4")
 
 
