@@ -143,7 +143,7 @@ def test_labelmap_one_folder_above_the_masks_names_the_mask_folder(sample, tmp_p
     with zipfile.ZipFile(sample.export) as archive:
         archive.extractall(folder / "export")
     shutil.move(folder / "export" / "labelmap.txt", folder / "labelmap.txt")
-    status, _, err = segzoo(["augment", "--source", str(folder), "--images", sample.images,
+    status, _, err = segzoo(["augment", "--data", str(folder), "--images", sample.images,
                              "--output", str(tmp_path / "out")], capsys)
     assert_one_message(status, err, "export/SegmentationClass", "move labelmap.txt")
 

@@ -132,8 +132,10 @@ def test_segzoo_inspect_writes_the_report_chart_and_contact_sheet(export, tmp_pa
     assert "--overwrite" in capsys.readouterr().err
     sample = make_cvat_sample(tmp_path / "sample", num_images=4, image_size=SIZE, video_frames=0, zip=True,
                               num_backgrounds=1)
-    assert cli.main(["inspect", sample.export, "--output", str(tmp_path / "sample_report")]) == 0
-    assert "4 items, 3 annotated" in capsys.readouterr().out
+    assert cli.main(["inspect", "--data", sample.export, "--output", str(tmp_path / "sample_report")]) == 0
+    assert "4 items, 3 annotated" in capsys.readouterr().out  # --data, as train takes it, works too
+    assert cli.main(["inspect", "--output", str(tmp_path / "none")]) == 2
+    assert "segzoo inspect DATA, or segzoo inspect --data DATA" in capsys.readouterr().err
 
 
 def test_class_weights_auto_and_the_warnings_at_the_start_of_training(export, tmp_path, caplog, monkeypatch):

@@ -22,8 +22,9 @@ def add_arguments(parser):
     """Paths and run options, then one flag per AugmentConfig field."""
     from segzoo.data.augment import AugmentConfig
 
-    parser.add_argument("--source", required=True,
-                        help="rgb/ + gt/ folder (with classes.json) or a zip of one, or a CVAT export folder or zip")
+    parser.add_argument("--source", "--data", dest="source", required=True,
+                        help="rgb/ + gt/ folder (with classes.json) or a zip of one, or a CVAT export folder or zip "
+                             "(--data, as train takes it, is the same flag)")
     parser.add_argument("--images", default=None,
                         help="CVAT export saved without images: the folder of the original images")
     parser.add_argument("--output", required=True, help="output folder; must be empty or absent")

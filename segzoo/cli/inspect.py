@@ -16,8 +16,9 @@ Example:
 
 
 def add_arguments(parser):
-    parser.add_argument("data", metavar="DATA",
+    parser.add_argument("data", metavar="DATA", nargs="?",
                         help="CVAT export (folder or zip), rgb/ + gt/ folder or zip, or TFDS dataset name")
+    parser.add_argument("--data", dest="data_option", metavar="DATA", help="DATA as a flag, as train and eval take it")
     parser.add_argument("--images", help="CVAT export saved without images: the folder of the original images")
     parser.add_argument("--binary", action="store_true",
                         help="CVAT export: merge every foreground class into one, as train --binary does")
@@ -34,8 +35,13 @@ def add_arguments(parser):
 
 def run(args):
     from segzoo.data import inspection
+    from segzoo.errors import ConfigError
     from segzoo.files import check_output_folder
 
+    if (args.data is None) == (args.data_option is None):
+        raise ConfigError("Give the dataset once: segzoo inspect DATA, or segzoo inspect --data DATA"
+                          + ("" if args.data is None else f" (got both: {args.data} and {args.data_option})") + ".")
+    args.data = args.data or args.data_option
     check_output_folder(args.output, overwrite=args.overwrite)  # before the long read
     report = inspection.inspect(args.data, images=args.images, binary=args.binary, data_dir=args.data_dir,
                                 val_ratio=args.val_ratio, seed=args.seed, samples=args.samples)
