@@ -36,6 +36,7 @@ import numpy as np
 from segzoo import onnx_rewrites, postprocess
 from segzoo.errors import SegzooError
 from segzoo.files import atomic_write, check_output
+from segzoo.native_output import native_notices_hidden
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +184,9 @@ def runner(path, format):
         name = session.get_inputs()[0].name
         return lambda images: session.run(None, {name: np.asarray(images, np.float32)})[0]
     if format == "litert":
-        interpreter = _litert_interpreter(path)
-        interpreter.allocate_tensors()
+        with native_notices_hidden():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            interpreter = _litert_interpreter(path)
+            interpreter.allocate_tensors()
         input_detail = interpreter.get_input_details()[0]
         output_detail = interpreter.get_output_details()[0]
 
@@ -358,7 +360,9 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
     expected = np.concatenate([keras.ops.convert_to_numpy(graph(image[None])) for image in check_images])
     with atomic_write(path, folder=format == "saved_model") as temporary:
         if format == "litert":
-            graph.export(temporary, format="litert", verbose=False, **_litert_options(quantize, representative_images))
+            with native_notices_hidden():  # the quantiser's "fully_quantize: 0, inference_type: 6, ..."
+                graph.export(temporary, format="litert", verbose=False,
+                             **_litert_options(quantize, representative_images))
         elif format == "onnx":
             with _tf2onnx_collecting_garbage():
                 graph.export(temporary, format="onnx", verbose=False)

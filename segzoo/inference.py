@@ -84,6 +84,9 @@ class FrameTimes:
     def __init__(self):
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.frames = 0
+        #: Seconds of one-off work outside the stages: a runtime built for a new frame size (export, check,
+        #: the ``"auto"`` race).
+        self.setup_seconds = 0.0
 
     @contextlib.contextmanager
     def stage(self, name):
@@ -104,7 +107,9 @@ class FrameTimes:
         """One line: each stage's milliseconds per frame and the frames per second they add up to."""
         times = self.per_frame_ms()
         stages = ", ".join(f"{name} {times[name]:.1f}" for name in STAGES if name in times)
-        return f"per frame (ms): {stages}; {times['total']:.1f} ms = {1000.0 / max(times['total'], 1e-9):.1f} FPS"
+        setup = f"; setup {self.setup_seconds:.1f} s once, not counted" if self.setup_seconds else ""
+        return (f"per frame (ms): {stages}; {times['total']:.1f} ms = {1000.0 / max(times['total'], 1e-9):.1f} FPS"
+                + setup)
 
 
 class FramePredictor:
@@ -213,6 +218,7 @@ class FramePredictor:
         """
         with self.times.stage("preprocess"):
             resized = self._resized(frame)[None]
+        self._prepare(resized)
         with self.times.stage("model"):
             probabilities = self.probabilities(resized)[0]
         with self.times.stage("postprocess"):
@@ -236,6 +242,7 @@ class FramePredictor:
             return self.predict(frame)[0]
         with self.times.stage("preprocess"):
             image = frame.astype(np.float32)[None]
+        self._prepare(image)
         with self.times.stage("model"):
             logits = keras.ops.convert_to_numpy(self._forward(image))
         with self.times.stage("postprocess"):
@@ -244,6 +251,12 @@ class FramePredictor:
                 classes = keep_largest_regions(classes, self.keep_largest)
         self.times.frames += 1
         return classes
+
+    def _prepare(self, images):
+        """Build the runtime for this input size, if new, timed as :attr:`FrameTimes.setup_seconds`, not as "model"."""
+        start = time.perf_counter()
+        if self._forward.prepare(images):
+            self.times.setup_seconds += time.perf_counter() - start
 
     def _smoothed(self, probabilities):
         """``probabilities`` blended into the moving average of the previous frames' (when smoothing and the
@@ -256,6 +269,7 @@ class FramePredictor:
     def _predict_classes_at_stride(self, frame):
         with self.times.stage("preprocess"):
             resized = self._resized(frame)[None]
+        self._prepare(resized)
         with self.times.stage("model"):
             logits = keras.ops.convert_to_numpy(self._forward(resized))
         with self.times.stage("postprocess"):
@@ -308,13 +322,18 @@ def draw_overlay(frame, classes, colors, class_names, fps=None, alpha=0.5):
     return canvas
 
 
-def open_video_writer(path, fps, frame_size):
+def open_video_writer(path, fps, frame_size, name=None):
     """A ``cv2.VideoWriter`` for ``path`` (frames of ``(width, height)``), with the most widely
-    playable codec of :data:`VIDEO_CODECS` for its extension that this OpenCV build can write."""
+    playable codec of :data:`VIDEO_CODECS` for its extension that this OpenCV build can write.
+
+    ``name``: the file that messages name, where ``path`` is a temporary file that becomes it
+    (:func:`segzoo.files.atomic_write`); default ``path``.
+    """
     path = os.fspath(path)
+    name = path if name is None else os.fspath(name)
     extension = os.path.splitext(path)[1].lower()
     if extension not in VIDEO_CODECS:
-        raise ValueError(f"{path}: choose a video file ending in {', '.join(VIDEO_CODECS)}.")
+        raise ValueError(f"{name}: choose a video file ending in {', '.join(VIDEO_CODECS)}.")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     codecs = VIDEO_CODECS[extension]
     notices = []
@@ -325,11 +344,11 @@ def open_video_writer(path, fps, frame_size):
         if writer.isOpened():
             if codec == "mp4v":
                 logger.info("%s: written as MPEG-4 Part 2 ('mp4v'), as this OpenCV build has no H.264 encoder; "
-                            "choose a .webm name for a video that browsers play too.", path)
+                            "choose a .webm name for a video that browsers play too.", name)
             return writer
         writer.release()
     said = "\n".join(notice for notice in notices if notice)
-    raise RuntimeError(f"{path}: OpenCV cannot write a video with any of the codecs {codecs}."
+    raise RuntimeError(f"{name}: OpenCV cannot write a video with any of the codecs {codecs}."
                        + (f" OpenCV said:\n{said}" if said else ""))
 
 
@@ -375,7 +394,7 @@ def _predict_video(predictor, video_path, temporary, output_path, colors, class_
         source_fps = 30.0
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer = open_video_writer(temporary, source_fps, size)
+    writer = open_video_writer(temporary, source_fps, size, name=output_path)
     meter, frames = _FpsMeter(), 0
     predictor.reset()
     times = predictor.times = FrameTimes()
@@ -400,7 +419,7 @@ def _predict_video(predictor, video_path, temporary, output_path, colors, class_
         writer.release()
     if frames == 0:
         raise ValueError(f"{video_path}: no frame could be read.")
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start - times.setup_seconds
     logger.info("%d frames at %dx%d, %.1f FPS end to end; %s", frames, size[0], size[1], frames / elapsed,
                 times.summary())
     return {"frames": frames, "fps": source_fps, "output": os.fspath(output_path), "loop_fps": frames / elapsed,
@@ -459,7 +478,7 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
             if output is not None:
                 if writer is None:
                     temporary = stack.enter_context(atomic_write(output))
-                    writer = open_video_writer(temporary, fps, (canvas.shape[1], canvas.shape[0]))
+                    writer = open_video_writer(temporary, fps, (canvas.shape[1], canvas.shape[0]), name=output)
                 writer.write(canvas)
             frames += 1
     finally:

@@ -360,11 +360,21 @@ class ForwardPerSize:
         self._workdir = None
 
     def __call__(self, images):
+        self.prepare(images)
+        return self._forwards[self._key(images)](images)
+
+    def prepare(self, images):
+        """Build the forward for the size of ``images`` (exported and checked on them; with ``"auto"``, the
+        runtimes raced) unless it exists: returns whether it built one. Lets a caller time the build apart."""
+        key = self._key(images)
+        if key in self._forwards:
+            return False
+        self._forwards[key] = self._build(images)
+        return True
+
+    def _key(self, images):
         any_size = self.chosen_runtime is not None and self.chosen_runtime.startswith("keras")
-        size = None if any_size else tuple(images.shape[1:3])
-        if size not in self._forwards:
-            self._forwards[size] = self._build(images)
-        return self._forwards[size](images)
+        return None if any_size else tuple(images.shape[1:3])
 
     def _build(self, images):
         if self._workdir is None:

@@ -1,6 +1,8 @@
 """segzoo.inference: frame prediction, smoothing, regions, overlays, video and camera loops."""
 
+import logging
 import os
+import time
 
 import cv2
 import keras
@@ -132,6 +134,25 @@ def test_predict_video_says_where_each_frame_s_time_goes(model, tmp_path):
     assert 0 < result["loop_fps"] <= 1000.0 / times["total"] * 1.01  # the loop is no faster than its stages
 
 
+def test_a_runtime_built_on_the_first_frame_is_setup_time_not_model_time(model, tmp_path, monkeypatch, caplog):
+    """The export, check and ``auto`` race on the first frame take seconds; the loop's figures leave them out."""
+    predictor = FramePredictor(model, input_size=(32, 48))
+    build = predictor._forward._build
+
+    def slow_build(images):
+        time.sleep(0.6)
+        return build(images)
+
+    monkeypatch.setattr(predictor._forward, "_build", slow_build)
+    caplog.set_level(logging.INFO, logger="segzoo")
+    result = predict_video(predictor, make_video(tmp_path / "in.avi", frames=4), tmp_path / "out.mp4", COLORS,
+                           NAMES, progress=False)
+    assert predictor.times.setup_seconds >= 0.6
+    assert result["times_ms"]["model"] < 150 and result["loop_fps"] > 1000 / 150  # not 600 ms over 4 frames
+    assert "s once, not counted" in caplog.text
+    assert "out.mp4: written as MPEG-4" in caplog.text and ".partial" not in caplog.text  # the file the user named
+
+
 def test_predict_video_names_an_unreadable_file(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.mp4"):
         predict_video(FramePredictor(model), tmp_path / "missing.mp4", tmp_path / "o.mp4", COLORS, NAMES)
@@ -175,6 +196,21 @@ def test_captured_stderr_holds_what_c_code_writes_to_descriptor_2(capfd):
         assert captured() == "cudart_stub: no GPU\n"
     os.write(2, b"shown\n")
     assert capfd.readouterr().err == "shown\n"
+
+
+def test_native_notices_are_hidden_once_asked_and_shown_when_the_block_fails(capfd, monkeypatch):
+    from segzoo import native_output
+
+    monkeypatch.setattr(native_output, "_HIDE_NOTICES", False)  # as a Python caller finds it
+    with native_output.native_notices_hidden():
+        os.write(2, b"shown: hiding is off\n")
+    native_output.hide_native_notices()  # as the segzoo command does
+    with native_output.native_notices_hidden():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    with pytest.raises(RuntimeError), native_output.native_notices_hidden():
+        os.write(2, b"what went wrong\n")
+        raise RuntimeError("failed")
+    assert capfd.readouterr().err == "shown: hiding is off\nwhat went wrong\n"
 
 
 @pytest.mark.parametrize("runtime", ["litert", "onnx"])
