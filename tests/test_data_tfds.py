@@ -54,6 +54,17 @@ def test_build_from_a_folder_reproduces_every_item_and_the_metadata(make_folder,
     assert reloaded.info.splits["validation"].num_examples == 1
 
 
+def test_the_build_shows_one_bar_per_split_and_none_of_tfds_download_lines(make_folder, tmp_path, capfd):
+    folder = make_folder(num_sources=10, copies=1)
+    shown_before = tfds.core.utils.tqdm_utils._active
+    build_dataset(folder, name="quiet", data_dir=tmp_path / "tfds")
+    said = "".join(capfd.readouterr())
+    assert "TFDS quiet train" in said and "TFDS quiet validation" in said  # segzoo's bars, per split
+    for tfds_line in ("Downloading and preparing", "downloaded and prepared", "Shuffling", "Generating splits"):
+        assert tfds_line not in said, said
+    assert tfds.core.utils.tqdm_utils._active == shown_before  # TFDS's own setting is restored
+
+
 def test_ratio_split_keeps_copies_with_their_source_and_validation_has_originals(make_folder, tmp_path):
     folder = make_folder(num_sources=10, copies=2)
     builder = build_dataset(folder, name="ratio", data_dir=tmp_path / "tfds", val_ratio=0.2, seed=5)

@@ -89,6 +89,9 @@ def test_quickstart_fast_writes_everything_it_promises(installed):
     page = (out / "report.html").read_text()
     assert all(f'src="{name}"' in page for name in ("training_curves.png", "predictions.png", "prediction.webm"))
     assert "everything is in" in result.stdout
+    said = result.stdout + result.stderr
+    assert said.count("class agreement") == 1, said  # the export check is told once
+    assert "Downloading and preparing" not in said and "Shuffling" not in said  # no TFDS lines: nothing downloads
     assert "cpu_feature_guard" not in result.stderr and "absl::InitializeLog" not in result.stderr
     if CHROMIUM is not None:
         loaded = page_images_in_browser(str(out))

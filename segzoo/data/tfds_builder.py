@@ -45,6 +45,7 @@ otherwise; ``overwrite=True`` deletes that version first (``tfds build
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -55,6 +56,8 @@ from etils import epath
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
+from tqdm.auto import tqdm
 
 from segzoo.data.folder import source_id
 from segzoo.data.io import DataError
@@ -177,15 +180,15 @@ class SegmentationFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
             })
             path = reader.root
         if split.excluded:
-            logger.info("%s: %d augmented copies of validation images are in neither split.",
-                        path, len(split.excluded))
-        return {name: self._generate_examples(path, ids)
+            logger.info("%s: %d augmented copies of validation images left out of training (training on a copy "
+                        "of a validation image would inflate the validation score).", path, len(split.excluded))
+        return {name: self._generate_examples(path, ids, name)
                 for name, ids in (("train", split.train), ("validation", split.validation), ("test", split.test))
                 if ids}
 
-    def _generate_examples(self, path, ids):
+    def _generate_examples(self, path, ids, split):
         with open_dataset(path, cvat=False) as reader:
-            for item_id in ids:
+            for item_id in tqdm(ids, desc=f"TFDS {self.name} {split}", unit="image"):
                 encoded_image, encoded_label = reader.read_encoded(item_id)
                 image, label = reader.decode(item_id, encoded_image, encoded_label)
                 yield item_id, {
@@ -194,6 +197,14 @@ class SegmentationFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
                     "id": item_id,
                     "source_id": source_id(item_id),
                 }
+
+    def _log_download_bytes(self) -> None:
+        # TFDS prints "Downloading and preparing dataset Unknown size ..." here; nothing is downloaded
+        logger.debug("Building %s in %s.", self.name, self.data_dir)
+
+    def _log_download_done(self) -> None:
+        # TFDS prints "Dataset ... downloaded and prepared to ..." here; the caller says where the build is
+        logger.debug("Built %s in %s.", self.name, self.data_dir)
 
     def check_reusable(self) -> None:
         """Raise :class:`DataError` if the prepared data was made from another source or split.
@@ -276,5 +287,18 @@ def build_dataset(source, name="segzoo_dataset", data_dir=None, val_ratio=DEFAUL
             builder.check_reusable()
             logger.info("Reusing the build in %s (pass overwrite=True to rebuild).", builder.data_path)
             return builder
-    builder.download_and_prepare()
+    with _own_progress_bars():
+        builder.download_and_prepare()
     return builder
+
+
+@contextlib.contextmanager
+def _own_progress_bars():
+    """TFDS's own progress bars off (nested ones, named after temporary files): the builder shows one bar
+    per split instead. The previous setting is restored."""
+    shown = getattr(tqdm_utils, "_active", True)
+    tfds.display_progress_bar(False)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(shown)
