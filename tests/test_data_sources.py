@@ -1,6 +1,7 @@
 """Tests of segzoo.data.sources: one opener for every dataset form, and prepare_source."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_options_for_cvat_only_and_archives_that_are_no_dataset_are_refused(fold
         open_dataset(tmp_path / "other")
 
 
-def test_prepare_source_passes_rgb_gt_forms_and_imports_cvat_exports_once(folder, tmp_path, zip_folder):
+def test_prepare_source_passes_rgb_gt_forms_and_imports_cvat_exports_once(folder, tmp_path, zip_folder, caplog):
     archive = zip_folder(folder, tmp_path / "data.zip")
     assert prepare_source(archive) == str(archive) and prepare_source(folder) == str(folder)
     assert prepare_source("my_tfds_dataset") == "my_tfds_dataset"
@@ -100,8 +101,10 @@ def test_prepare_source_passes_rgb_gt_forms_and_imports_cvat_exports_once(folder
     zip_folder(_cvat_export(tmp_path / "export"), manual_dir / "task.zip")
     with pytest.raises(ValueError, match="import_dir"):
         prepare_source(manual_dir)
-    imported = prepare_source(manual_dir, binary=True, import_dir=tmp_path / "imported")
+    with caplog.at_level(logging.INFO, logger="segzoo"):
+        imported = prepare_source(manual_dir, binary=True, import_dir=tmp_path / "imported")
     assert SegmentationFolder(imported).class_names == ["background", "hole"]
+    assert f"into {imported}." in caplog.text and ".partial-" not in caplog.text  # the folder, not its staging
     written = os.stat(os.path.join(imported, "classes.json")).st_mtime_ns
     assert prepare_source(manual_dir, binary=True, import_dir=tmp_path / "imported") == str(tmp_path / "imported")
     assert os.stat(os.path.join(imported, "classes.json")).st_mtime_ns == written  # reused

@@ -317,7 +317,7 @@ def read_cvat(path, images=None, binary=False) -> CvatDataset:
     return CvatDataset(path, images=images, binary=binary)
 
 
-def import_cvat(path, output_dir, images=None, binary=False, overwrite=False) -> str:
+def import_cvat(path, output_dir, images=None, binary=False, overwrite=False, name=None) -> str:
     """Convert a CVAT export into an ``rgb/`` + ``gt/`` folder (see :mod:`segzoo.data.folder`).
 
     Images are written as PNG, labels as class ids; CVAT's subset lists are
@@ -326,6 +326,8 @@ def import_cvat(path, output_dir, images=None, binary=False, overwrite=False) ->
     place, so a failure (a corrupt image, an unknown mask colour ...) leaves
     ``output_dir`` as it was. ``overwrite=True`` allows a non-empty
     ``output_dir``: files with the same names are replaced, others are kept.
+    ``name`` is the folder the log names instead of ``output_dir`` (a caller
+    that stages the import itself names its final folder, not the temporary one).
 
     Returns:
         ``output_dir`` as a string.
@@ -347,7 +349,7 @@ def import_cvat(path, output_dir, images=None, binary=False, overwrite=False) ->
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     logger.info("%s: imported %d images (%d with no mask) into %s.",
-                path, len(dataset), dataset.num_unlabelled, output_dir)
+                path, len(dataset), dataset.num_unlabelled, name or output_dir)
     return output_dir
 
 

@@ -203,7 +203,7 @@ def prepare_source(data, images=None, binary=False, import_dir=None):
     else:
         logger.info("Importing the CVAT export %s into %s", found, import_dir)
     with atomic_write(import_dir, folder=True) as staging:
-        import_cvat(found, staging, images=images, binary=binary)
+        import_cvat(found, staging, images=images, binary=binary, name=import_dir)
         write_json(os.path.join(staging, IMPORT_RECORD), record)
     return import_dir
 
