@@ -148,6 +148,13 @@ def test_labelmap_one_folder_above_the_masks_names_the_mask_folder(sample, tmp_p
     assert_one_message(status, err, "export/SegmentationClass", "move labelmap.txt")
 
 
+def test_augment_says_what_it_wrote(sample, tmp_path, capsys):
+    status, out, _ = segzoo(["augment", "--data", sample.export, "--images", sample.images, "--copies", "2",
+                             "--workers", "1", "--output", str(tmp_path / "aug")], capsys)
+    assert status == 0 and "4 images and 8 augmented copies (2 each)" in out
+    assert len(os.listdir(tmp_path / "aug" / "rgb")) == 12
+
+
 def test_debug_shows_the_traceback_and_bugs_keep_theirs(tmp_path, monkeypatch):
     with pytest.raises(data.DataError):
         cli.main(["augment", "--source", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--debug"])

@@ -48,4 +48,6 @@ def run(args):
     with open_dataset(args.source, images=args.images) as dataset:
         augment_dataset(dataset, args.output, config, bg_path=args.bg_path, workers=args.workers,
                         overwrite=args.overwrite, image_format=f".{args.format}")
-    print(f"wrote {args.output}")
+        originals = len(dataset.ids)
+    print(f"wrote {args.output}: {originals} images and {originals * config.copies} augmented copies "
+          f"({config.copies} each); overlays/ shows them for checking by eye")
