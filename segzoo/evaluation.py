@@ -203,8 +203,7 @@ def format_report(report) -> str:
     """The report as a plain-text table: per-class IoU, then the summary lines; with a ``"tta"`` entry
     (:func:`evaluation_report`), its scores in a second column and a line on what it costs."""
     tta = report.get("tta")
-    labels = [*report["per_class_iou"], *(["pixel accuracy"] if tta else [])]  # two columns line up
-    width = max(len(label) for label in labels) + 2
+    width = max(len(label) for label in [*report["per_class_iou"], "pixel accuracy"]) + 1  # the values line up
 
     def score(value):
         return "n/a" if value is None else f"{value:.4f}"
@@ -212,12 +211,14 @@ def format_report(report) -> str:
     def line(label, single, augmented):
         return f"{label:<{width}} {single}" if tta is None else f"{label:<{width}} {single:<7} {augmented}"
 
-    rule = "-" * (width + (16 if tta else 8))
+    rule = "-" * (width + (17 if tta else 9))
     lines = [line("class", "IoU", "TTA IoU"), rule]
     for name, iou in report["per_class_iou"].items():
         lines.append(line(name, score(iou), tta and score(tta["per_class_iou"][name])))
     lines += [rule, line("mean IoU", score(report["mean_iou"]), tta and score(tta["mean_iou"])),
               line("pixel accuracy", score(report["pixel_accuracy"]), tta and score(tta["pixel_accuracy"]))]
+    if "num_images" in report:
+        lines.append(f"{'images':<{width}} {report['num_images']}")
     if "parameters" in report:
         latency = report["latency"]
         shape = latency["input_shape"]

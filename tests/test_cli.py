@@ -45,6 +45,7 @@ def test_help_shows_defaults_and_bad_choices_fail(capsys):
 # -- the segzoo command ------------------------------------------------------------------------------
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -196,6 +197,9 @@ def test_eval_with_tta_writes_both_scores(make_folder, tmp_path, capsys):
     assert tta["settings"] == {"flip": True, "scales": [1.0, 1.5], "window": None, "overlap": 1 / 3}
     assert tta["forward_passes_per_image"] == 4 and metrics["latency"]["batch_size"] == 1
     assert "TTA IoU" in printed and "4 forward passes per image" in printed
+    # what was scored: 2 of the 4 images, and why (a seeded split), and how to score all
+    assert "scoring 2 images: split 'validation' of" in printed and "--split all takes all 4" in printed
+    assert re.search(r"^images +2$", printed, re.M)
     assert "mean IoU with TTA" in (out / "report.html").read_text()
 
 

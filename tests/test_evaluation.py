@@ -75,6 +75,8 @@ def test_report_table_and_cost(model):
     table = evaluation.format_report(report)
     assert all(name in table for name in NAMES) and "mean IoU" in table and "ms median" in table
     assert "tta" not in report and "TTA" not in table
+    scored = [line for line in table.splitlines() if line.startswith((*NAMES, "mean IoU", "pixel accuracy", "images"))]
+    assert len(scored) == len(NAMES) + 3 and len({line.rindex(" ") for line in scored}) == 1  # one column of values
 
 
 def test_report_with_tta_has_both_scores_and_what_tta_costs(model):

@@ -98,6 +98,7 @@ def run(args):
     with data.open_source(prepared, data_dir=args.data_dir, val_ratio=args.val_ratio, seed=args.seed,
                           label_values=args.label_values) as source:
         data.scan_labels(source)
+        print(f"scoring {data.split_description(source, args.split)}")
         dataset = data.load(source, args.split, batch_size=args.batch_size, image_size=args.image_size,
                             seed=args.seed, shuffle=False)
         class_names = model.class_names or postprocess.output_class_names(model.num_classes, source.info.class_names)

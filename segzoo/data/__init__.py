@@ -37,6 +37,7 @@ _EXPORTS = {
     "CvatWriter": "cvat_writer", "write_cvat_zip": "cvat_writer",
     "load": "pipeline", "load_info": "datasource", "OnlineAugment": "online_augment", "augment_element": "online_augment",
     "DataInfo": "datasource", "DataSource": "datasource", "open_source": "datasource",
+    "split_description": "datasource",
 }
 
 

@@ -200,6 +200,21 @@ def open_source(source, data_dir=None, val_ratio=None, seed=0, label_values=None
     return DataSource(source, info, builder=builder, **options)
 
 
+def split_description(source: DataSource, split: str) -> str:
+    """One line for a person on what ``split`` of ``source`` holds: how many images, and for a seeded ratio
+    split (a dataset without split lists) that it is the share training holds out, and how to take all."""
+    from segzoo.errors import option
+
+    sizes = source.info.split_sizes
+    total = len(source.ids(ALL)) if source.reader is not None else sum(sizes.values())
+    count = total if split == ALL else sizes.get(split, 0)
+    line = f"{count} images: split '{split}' of {source.name}"
+    if split in (TRAIN, VALIDATION) and source.info.split_method == "ratio":
+        line += (f" (no split lists: the seeded {source.val_ratio:g} of its images that training holds out for "
+                 f"validation, or the rest; {option('split', ALL)} takes all {total})")
+    return line
+
+
 def load_info(source, data_dir=None, val_ratio=None, seed=0, label_values=None) -> DataInfo:
     """Class names, colours, ``ignore_index`` and split sizes of a dataset (arguments as :func:`open_source`)."""
     if isinstance(source, DataSource):
