@@ -144,10 +144,10 @@ class ExportReport:
     class_agreement: float
     size_bytes: int
 
-    def summary(self):
-        """One line for people."""
+    def summary(self, name=None):
+        """One line for people, naming the file as ``name`` (default: its path)."""
         at = "" if self.upsample else ", at the output stride"
-        return (f"{self.path} ({self.format}, {self.quantize}{at}, {self.size_bytes / 1e6:.1f} MB): class "
+        return (f"{name or self.path} ({self.format}, {self.quantize}{at}, {self.size_bytes / 1e6:.1f} MB): class "
                 f"agreement {self.class_agreement:.4%}, max |difference| {self.max_abs_error:.3g} "
                 f"({self.max_relative_error:.2e} of the output range)")
 
@@ -298,7 +298,7 @@ def compare_outputs(expected, actual, output, quantize):
 
 
 def export_model(model, path, format="litert", quantize="none", input_size=(480, 640), output="logits",
-                 representative_images=None, check_images=None, overwrite=False, upsample=True):
+                 representative_images=None, check_images=None, overwrite=False, upsample=True, name=None):
     """Export ``model`` to ``path`` and check the file against the Keras model.
 
     Args:
@@ -319,6 +319,8 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
             ``<path>.mismatch<ext>`` for inspection, never at ``path``.
         upsample: the graph ends with the resize to the input size (default); ``False``: at the model's output
             stride, as the official DDRNet models do (the caller upsamples, e.g. the class map after the argmax).
+        name: what the logged check line calls the file (default: ``path``; a caller exporting into a
+            temporary folder names what the file is for).
 
     Returns:
         :class:`ExportReport`.
@@ -377,7 +379,7 @@ def export_model(model, path, format="litert", quantize="none", input_size=(480,
                 else sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(temporary) for f in fs))
         report = ExportReport(path, format, quantize, output, input_size, upsample, max_abs, max_rel, agreement,
                               size)
-        logger.info("%s", report.summary())
+        logger.info("%s", report.summary(name))
         exact_enough = quantize != "none" or output == "classes" or max_rel <= MAX_RELATIVE_ERROR
         if agreement < MIN_AGREEMENT[quantize] or not exact_enough:
             stem, ext = os.path.splitext(path)

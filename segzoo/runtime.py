@@ -263,7 +263,8 @@ def make_forward(runtime, model, input_size=None, workdir=None, calibration_imag
     path = os.path.join(workdir, f"{model.name}_{runtime}_{height}x{width}{stride}{suffix}")
     report = export.export_model(model, path, fmt, quantize, (height, width),
                                  representative_images=calibration_images, check_images=check_images,
-                                 overwrite=True, upsample=upsample)
+                                 overwrite=True, upsample=upsample,
+                                 name=f"runtime {runtime} at {width}x{height}")
     if runtime == "onnx-tensorrt":
         import onnxruntime
 

@@ -1,5 +1,8 @@
 """segzoo.runtime: one list of runtime names, a forward function per runtime, and ``auto``."""
 
+import logging
+import tempfile
+
 import keras
 import numpy as np
 import pytest
@@ -63,13 +66,16 @@ def test_auto_keeps_the_fastest_candidate_that_can_run(model, tmp_path, monkeypa
     assert best.runtime == "onnx" and timings == speeds
 
 
-def test_a_frame_predictor_on_auto_says_what_it_chose_and_predicts_like_keras(model):
+def test_a_frame_predictor_on_auto_says_what_it_chose_and_predicts_like_keras(model, caplog):
     frame = random_images(1, 32, 48, seed=4)[0].astype(np.uint8)
     keras_classes, keras_probabilities = inference.FramePredictor(model).predict(frame)
     predictor = inference.FramePredictor(model, runtime="auto")
     assert predictor.chosen_runtime is None
-    classes, probabilities = predictor.predict(frame)
+    with caplog.at_level(logging.INFO, logger="segzoo"):
+        classes, probabilities = predictor.predict(frame)
     assert predictor.chosen_runtime in runtime.AUTO_CANDIDATES
+    # each export's check is named by what it is for, not by its temporary file
+    assert "runtime onnx at 48x32 (onnx, none" in caplog.text and tempfile.gettempdir() not in caplog.text
     np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-4)
     assert np.mean(classes == keras_classes) > 0.999
 
