@@ -79,7 +79,7 @@ def main(argv=None):
     calibration = inference.calibration_from_args(args)
     print(f"{time.strftime('%Y-%m-%d')}: {machine['cpu']} ({evaluation.describe_vector_extensions(machine)}), "
           f"{machine['cores']} cores; {os.path.basename(args.video)} at {args.size[1]}x{args.size[0]}\n")
-    stages = inference.STAGES
+    stages = [stage for stage in inference.STAGES if stage != "display"]  # a video file shows no window
     print("| runtime | " + " | ".join(stages) + " | total (ms) | loop FPS |\n|---" + "|---" * (len(stages) + 2) + "|")
     rows = []
     with tempfile.TemporaryDirectory() as workdir:

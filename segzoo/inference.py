@@ -69,7 +69,7 @@ RUNTIMES = ("auto", *runtimes.RUNTIMES)
 
 
 #: The stages of one frame of the live loop, in order (see :class:`FrameTimes`).
-STAGES = ("decode", "preprocess", "model", "postprocess", "overlay", "encode")
+STAGES = ("decode", "preprocess", "model", "postprocess", "overlay", "display", "encode")
 
 
 class FrameTimes:
@@ -78,7 +78,8 @@ class FrameTimes:
     ``decode``: reading the frame and its colour conversion; ``preprocess``:
     resizing to the model's size; ``model``: the forward pass and the softmax;
     ``postprocess``: smoothing, resizing back to the frame, argmax, region
-    filtering; ``overlay``: drawing; ``encode``: colour conversion and writing.
+    filtering; ``overlay``: drawing; ``display``: showing the window (the camera);
+    ``encode``: colour conversion and writing.
     """
 
     def __init__(self):
@@ -419,11 +420,16 @@ def _predict_video(predictor, video_path, temporary, output_path, colors, class_
         writer.release()
     if frames == 0:
         raise ValueError(f"{video_path}: no frame could be read.")
-    elapsed = time.perf_counter() - start - times.setup_seconds
-    logger.info("%d frames at %dx%d, %.1f FPS end to end; %s", frames, size[0], size[1], frames / elapsed,
-                times.summary())
-    return {"frames": frames, "fps": source_fps, "output": os.fspath(output_path), "loop_fps": frames / elapsed,
-            "times_ms": times.per_frame_ms()}
+    return {"frames": frames, "fps": source_fps, "output": os.fspath(output_path),
+            **_loop_figures(frames, size, time.perf_counter() - start, times)}
+
+
+def _loop_figures(frames, size, seconds, times):
+    """Log the live loop's frames per second and where each frame's time went; return ``loop_fps`` (the
+    whole loop, setup left out) and ``times_ms`` (:meth:`FrameTimes.per_frame_ms`)."""
+    loop_fps = frames / max(seconds - times.setup_seconds, 1e-9)
+    logger.info("%d frames at %dx%d, %.1f FPS end to end; %s", frames, size[0], size[1], loop_fps, times.summary())
+    return {"loop_fps": loop_fps, "times_ms": times.per_frame_ms()}
 
 
 def has_display():
@@ -440,8 +446,9 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
     Shows a window when a display is available (``q`` or Esc quits); without
     one, or with ``show=False``, writes the overlays to ``output`` instead of
     failing (default ``camera_<time>.webm``); so does a window that OpenCV
-    cannot open (a headless build). Returns a dict with ``frames`` and
-    ``output`` (None when only shown).
+    cannot open (a headless build). Returns a dict with ``frames``,
+    ``output`` (None when only shown), ``loop_fps`` and ``times_ms`` (as
+    :func:`predict_video`; logged at the end).
     """
     default_output = f"camera_{time.strftime('%Y%m%d_%H%M%S')}.webm"
     show = has_display() if show is None else show
@@ -453,33 +460,41 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
         raise ConfigError(f"Cannot open {option('camera', camera)}: check the index (0 is the first webcam), the "
                           f"stream's address or file, and that no other program holds it.")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    writer, meter, frames = None, _FpsMeter(), 0
+    writer, meter, frames, size = None, _FpsMeter(), 0, None
     stack = contextlib.ExitStack()
     predictor.reset()
+    times = predictor.times = FrameTimes()
+    start = time.perf_counter()
     try:
         while max_frames is None or frames < max_frames:
-            ok, bgr = capture.read()
+            with times.stage("decode"):
+                ok, bgr = capture.read()
+                frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
             if not ok:
                 break
-            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             classes = predictor.predict_classes(frame)
-            canvas = cv2.cvtColor(draw_overlay(frame, classes, colors, class_names, meter.tick()),
-                                  cv2.COLOR_RGB2BGR)
+            with times.stage("overlay"):
+                canvas = cv2.cvtColor(draw_overlay(frame, classes, colors, class_names, meter.tick()),
+                                      cv2.COLOR_RGB2BGR)
+            size = (canvas.shape[1], canvas.shape[0])
             if show:
                 try:
-                    cv2.imshow(window_name, canvas)
+                    with times.stage("display"):
+                        cv2.imshow(window_name, canvas)
+                        quit_pressed = cv2.waitKey(1) & 0xFF in (ord("q"), 27)
                 except cv2.error as error:
                     show, output = False, output or default_output
                     logger.warning("Cannot open a window (%s): writing the stream to %s instead.",
                                    str(error).strip().splitlines()[-1], output)
                 else:
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    if quit_pressed:
                         break
             if output is not None:
-                if writer is None:
-                    temporary = stack.enter_context(atomic_write(output))
-                    writer = open_video_writer(temporary, fps, (canvas.shape[1], canvas.shape[0]), name=output)
-                writer.write(canvas)
+                with times.stage("encode"):
+                    if writer is None:
+                        temporary = stack.enter_context(atomic_write(output))
+                        writer = open_video_writer(temporary, fps, size, name=output)
+                    writer.write(canvas)
             frames += 1
     finally:
         capture.release()
@@ -488,7 +503,8 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
         if show:
             cv2.destroyAllWindows()
         stack.close()  # the video moves into place once complete
-    return {"frames": frames, "output": output}
+    figures = _loop_figures(frames, size, time.perf_counter() - start, times) if frames else {}
+    return {"frames": frames, "output": output, **figures}
 
 
 def add_predictor_arguments(parser):

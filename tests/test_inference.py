@@ -158,15 +158,21 @@ def test_predict_video_names_an_unreadable_file(model, tmp_path):
         predict_video(FramePredictor(model), tmp_path / "missing.mp4", tmp_path / "o.mp4", COLORS, NAMES)
 
 
-def test_camera_without_display_writes_a_file(model, tmp_path, monkeypatch):
+def test_camera_without_display_writes_a_file_and_says_where_each_frame_s_time_goes(model, tmp_path, monkeypatch,
+                                                                                     caplog):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.chdir(tmp_path)
     source = make_video(tmp_path / "stream.avi", frames=5)
+    caplog.set_level(logging.INFO, logger="segzoo")
     result = run_camera(FramePredictor(model), COLORS, NAMES, camera=source, max_frames=3)
     assert result["frames"] == 3
     assert result["output"].startswith("camera_") and os.path.isfile(result["output"])
     assert int(cv2.VideoCapture(result["output"]).get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    # the same figures as predict_video: no window was shown, so no display stage
+    assert set(result["times_ms"]) == {"decode", "preprocess", "model", "postprocess", "overlay", "encode", "total"}
+    assert 0 < result["loop_fps"] <= 1000.0 / result["times_ms"]["total"] * 1.01
+    assert "3 frames at 64x48" in caplog.text and "FPS end to end; per frame (ms): decode" in caplog.text
 
 
 def test_camera_that_cannot_open_says_which(model):
