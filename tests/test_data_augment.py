@@ -282,9 +282,25 @@ def test_blur_smooths_and_brightens_without_leaving_uint8():
 
 
 def test_a_copy_that_cannot_differ_is_an_error():
-    blank_image, blank_label = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    blank_image, label = np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), np.uint8)
     with pytest.raises(DataError, match="unchanged"):
-        augment_pair(blank_image, blank_label, only("object_color"), np.random.default_rng(0))
+        augment_pair(blank_image, label, only("rotation"), np.random.default_rng(0))  # uniform: rotates to itself
+
+
+def test_an_item_without_objects_gets_no_object_operation(bg_path):
+    """Background replacement of a frame with no mask would replace every pixel: copies of different frames
+    came out as the same background image (found as duplicates across splits)."""
+    image, empty = textured_image(3), np.zeros((HEIGHT, WIDTH), np.uint8)
+    green = read_image(bg_path / "green.png")
+    config = AugmentConfig(**{f"{op}_prob": float(op in ("background", "jitter")) for op in OPERATIONS})
+    copies = [augment_pair(image, empty, config, np.random.default_rng(seed), [green])[0] for seed in range(4)]
+    # each copy is the frame jittered (its texture), never the uniform background jittered
+    assert all(copy.reshape(-1, 3).std(axis=0).min() > 5 for copy in copies)
+    assert not any(np.array_equal(copy, image) for copy in copies)
+    with pytest.raises(DataError, match="no object.*background.*enable another"):
+        augment_pair(image, empty, only("background"), np.random.default_rng(0), [green])
+    labelled = augment_pair(image, sample_label(0), only("background"), np.random.default_rng(0), [green])[0]
+    assert np.all(labelled[sample_label(0) == 0] == (10, 200, 30))  # with objects it still applies
 
 
 @pytest.mark.parametrize("overrides, match", [

@@ -15,6 +15,11 @@ to its original), in this order:
 2. ``background``: labelled pixels are pasted onto an image from ``bg_path``
    (scaled to cover the source size, then cropped at random); only background
    pixels (id 0) are replaced and the label is unchanged.
+
+``object_color`` and ``background`` are never drawn for an item without an
+object (a frame with no mask): they would change nothing, or replace every
+pixel, so that copies of different frames came out as the same background
+image.
 3. ``jitter``: hue, saturation and value of the whole image.
 4. ``blur``: Gaussian blur (odd kernel) plus a brightness offset.
 5. ``crop``, ``rotation``, ``shift``: one affine warp (crop-and-rescale to the
@@ -266,10 +271,21 @@ def _warp(image, label, matrix, border_mode):
     return image, label
 
 
-def _draw_operations(rng, config):
-    chosen = [op for op in OPERATIONS if rng.random() < getattr(config, f"{op}_prob")]
+#: Operations that act on objects: nothing for them to do in an item without one.
+OBJECT_OPERATIONS = ("object_color", "background")
+
+
+def _draw_operations(rng, config, has_objects=True):
+    """The operations of one copy: each drawn with its probability, at least one; none of
+    :data:`OBJECT_OPERATIONS` for an item without objects."""
+    possible = [op for op in OPERATIONS if has_objects or op not in OBJECT_OPERATIONS]
+    chosen = [op for op in OPERATIONS if rng.random() < getattr(config, f"{op}_prob") and op in possible]
     if not chosen:
-        enabled = config.enabled_operations()
+        enabled = [op for op in config.enabled_operations() if op in possible]
+        if not enabled:
+            raise DataError(f"this item has no object (no labelled pixel), and the operations enabled "
+                            f"({', '.join(config.enabled_operations())}) act on objects only: enable another "
+                            f"(jitter, blur, crop, rotation, shift), or remove the item.")
         chosen = [enabled[int(rng.integers(len(enabled)))]]
     return chosen
 
@@ -314,8 +330,10 @@ def augment_pair(image, label, config: AugmentConfig, rng: np.random.Generator, 
     if image.dtype != np.uint8 or label.dtype != np.uint8 or image.shape[:2] != label.shape:
         raise ValueError(f"expected an RGB uint8 image and a uint8 label of the same size, got "
                          f"{image.dtype} {image.shape} and {label.dtype} {label.shape}.")
+    has_objects = bool(np.any((label != BACKGROUND_ID) & (label != IGNORE_INDEX)))
     for _ in range(_MAX_ATTEMPTS):
-        out_image, out_label = _apply(_draw_operations(rng, config), image, label, rng, config, backgrounds)
+        out_image, out_label = _apply(_draw_operations(rng, config, has_objects), image, label, rng, config,
+                                      backgrounds)
         if not (np.array_equal(out_image, image) and np.array_equal(out_label, label)):
             return out_image, out_label
     raise DataError(
