@@ -75,6 +75,17 @@ def test_help_lists_every_command_and_version(capsys):
     assert refused.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+def test_a_mistyped_command_or_flag_gets_the_closest_name(capsys):
+    assert cli.main(["trian", "--data", "x"]) == 2
+    assert "no command 'trian' (did you mean train?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["train", "--data", "x", "--epochz", "3", "--batch_size=4", "--bach_size=2"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.count("\n") == 1  # one line, no usage block
+    assert "segzoo train: error: unrecognized arguments: --epochz (did you mean --epochs?) 3 " in err
+    assert "--bach_size=2 (did you mean --batch_size?)" in err
+
+
 def test_command_help_in_a_fresh_process_has_no_third_party_log_lines():
     result = subprocess.run([sys.executable, "-m", "segzoo", "train", "--help"], capture_output=True, text=True,
                             cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=300)

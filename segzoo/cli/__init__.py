@@ -14,6 +14,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -72,7 +73,25 @@ def build_parser(command=None):
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
         _add_common_flags(sub)
+        parser.set_defaults(flags=[flag for action in sub._actions for flag in action.option_strings])
     return parser
+
+
+def _closest(name, names):
+    """`` (did you mean X?)`` for the closest of ``names`` to a mistyped ``name``, else ``""``."""
+    match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _parse(parser, command, argv):
+    """``parser.parse_args(argv)``, with the closest flag suggested for each flag it does not know."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        named = [f"{value}{_closest(value.split('=')[0], args.flags) if value.startswith('-') else ''}"
+                 for value in unknown]
+        parser.exit(EXIT_USER_ERROR, f"segzoo {command}: error: unrecognized arguments: {' '.join(named)}; "
+                                     f"'segzoo {command} --help' lists its flags.\n")
+    return args
 
 
 def main(argv=None):
@@ -80,13 +99,17 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
+        if command is not None and _closest(command, COMMANDS):
+            print(f"segzoo: error: no command {command!r}{_closest(command, COMMANDS)}; 'segzoo --help' lists "
+                  f"them.", file=sys.stderr)
+            return EXIT_USER_ERROR
         build_parser().parse_args(argv or ["--help"])  # lists the commands, or says which name is unknown
         return EXIT_USER_ERROR
     if "--verbose" not in argv:
         from segzoo.cli.quiet import silence_third_party
 
         silence_third_party()
-    args = build_parser(command).parse_args(argv)
+    args = _parse(build_parser(command), command, argv)
     setup_logging(verbose=args.verbose)
     try:
         with errors.command_line_messages():
