@@ -65,6 +65,16 @@ def test_the_build_shows_one_bar_per_split_and_none_of_tfds_download_lines(make_
     assert tfds.core.utils.tqdm_utils._active == shown_before  # TFDS's own setting is restored
 
 
+def test_a_built_split_is_described_with_the_ratio_it_was_built_with(make_folder, tmp_path):
+    from segzoo.data.datasource import open_source, split_description
+
+    folder = make_folder(num_sources=8, copies=1)
+    build_dataset(folder, name="described", data_dir=tmp_path / "tfds", val_ratio=0.25)
+    with open_source("described", data_dir=tmp_path / "tfds") as source:  # opened with the default ratio, 0.1
+        said = split_description(source, "validation")
+    assert said.startswith("2 images: split 'validation' of described") and "val_ratio=0.25" in said
+
+
 def test_ratio_split_keeps_copies_with_their_source_and_validation_has_originals(make_folder, tmp_path):
     folder = make_folder(num_sources=10, copies=2)
     builder = build_dataset(folder, name="ratio", data_dir=tmp_path / "tfds", val_ratio=0.2, seed=5)

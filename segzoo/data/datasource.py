@@ -210,8 +210,9 @@ def split_description(source: DataSource, split: str) -> str:
     count = total if split == ALL else sizes.get(split, 0)
     line = f"{count} images: split '{split}' of {source.name}"
     if split in (TRAIN, VALIDATION) and source.info.split_method == "ratio":
-        line += (f" (no split lists: the seeded {source.val_ratio:g} of its images that training holds out for "
-                 f"validation, or the rest; {option('split', ALL)} takes all {total})")
+        ratio = source.val_ratio if source.builder is None else source.builder.info.metadata["val_ratio"]
+        line += (f" (no split lists: the seeded share that training holds out for validation, "
+                 f"{option('val_ratio', ratio)}, or the rest; {option('split', ALL)} takes all {total})")
     return line
 
 
