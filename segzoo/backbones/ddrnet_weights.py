@@ -4,9 +4,7 @@ Where to get the checkpoints: the authors' repository, README "Pretrained models
 (Google Drive links, in :data:`OFFICIAL_CHECKPOINTS`): ImageNet-pretrained
 DDRNet-23-slim, DDRNet-23 and DDRNet-39 (classification networks: the trunk
 plus a classifier), and Cityscapes models of DDRNet-23-slim and DDRNet-23 (19
-classes). MMSegmentation's converted files (``ddrnet23s_in1k_mmseg.pth``...)
-name their parameters differently (``backbone.stem...``) and are not read
-here: convert the authors' files.
+classes). MMSegmentation's conversions of them are read too (last paragraph).
 
 Name map: the official parameter ``<module path>.<parameter>`` goes to the
 Keras layer named after the module path (:mod:`segzoo.backbones.ddrnet`
