@@ -99,9 +99,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
-        if command is not None and _closest(command, COMMANDS):
-            print(f"segzoo: error: no command {command!r}{_closest(command, COMMANDS)}; 'segzoo --help' lists "
-                  f"them.", file=sys.stderr)
+        hint = _closest(command, COMMANDS) if command is not None else ""
+        if hint:
+            print(f"segzoo: error: no command {command!r}{hint}; 'segzoo --help' lists them.", file=sys.stderr)
             return EXIT_USER_ERROR
         build_parser().parse_args(argv or ["--help"])  # lists the commands, or says which name is unknown
         return EXIT_USER_ERROR

@@ -15,17 +15,17 @@ to its original), in this order:
 2. ``background``: labelled pixels are pasted onto an image from ``bg_path``
    (scaled to cover the source size, then cropped at random); only background
    pixels (id 0) are replaced and the label is unchanged.
-
-``object_color`` and ``background`` are never drawn for an item without an
-object (a frame with no mask): they would change nothing, or replace every
-pixel, so that copies of different frames came out as the same background
-image.
 3. ``jitter``: hue, saturation and value of the whole image.
 4. ``blur``: Gaussian blur (odd kernel) plus a brightness offset.
 5. ``crop``, ``rotation``, ``shift``: one affine warp (crop-and-rescale to the
    source size, rotation about the centre, whole-pixel translation), so the
    image is interpolated once. Images use bilinear interpolation, labels
    nearest-neighbour: no label value is ever invented at an edge.
+
+``object_color`` and ``background`` are never drawn for an item without an
+object (a frame with no mask): they would change nothing, or replace every
+pixel, so that copies of different frames came out as the same background
+image.
 
 Areas a warp brings in from outside the image follow ``border_mode``:
 ``"reflect"`` (default) mirrors image and label alike (OpenCV

@@ -203,8 +203,6 @@ def open_source(source, data_dir=None, val_ratio=None, seed=0, label_values=None
 def split_description(source: DataSource, split: str) -> str:
     """One line for a person on what ``split`` of ``source`` holds: how many images, and for a seeded ratio
     split (a dataset without split lists) that it is the share training holds out, and how to take all."""
-    from segzoo.errors import option
-
     sizes = source.info.split_sizes
     total = len(source.ids(ALL)) if source.reader is not None else sum(sizes.values())
     count = total if split == ALL else sizes.get(split, 0)
