@@ -403,10 +403,8 @@ def _predict_video(predictor, video_path, temporary, output_path, colors, class_
     try:
         with tqdm(total=total, desc="predicting", unit="frame", disable=not progress) as bar:
             while True:
-                with times.stage("decode"):
-                    ok, bgr = capture.read()
-                    frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
-                if not ok:
+                frame = _read_rgb(capture, times)
+                if frame is None:
                     break
                 classes = predictor.predict_classes(frame)
                 with times.stage("overlay"):
@@ -422,6 +420,13 @@ def _predict_video(predictor, video_path, temporary, output_path, colors, class_
         raise ValueError(f"{video_path}: no frame could be read.")
     return {"frames": frames, "fps": source_fps, "output": os.fspath(output_path),
             **_loop_figures(frames, size, time.perf_counter() - start, times)}
+
+
+def _read_rgb(capture, times):
+    """The next frame of ``capture`` as RGB ``(H, W, 3)`` uint8, or None at the end; timed as ``decode``."""
+    with times.stage("decode"):
+        ok, bgr = capture.read()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
 
 
 def _loop_figures(frames, size, seconds, times):
@@ -467,10 +472,8 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
     start = time.perf_counter()
     try:
         while max_frames is None or frames < max_frames:
-            with times.stage("decode"):
-                ok, bgr = capture.read()
-                frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
-            if not ok:
+            frame = _read_rgb(capture, times)
+            if frame is None:
                 break
             classes = predictor.predict_classes(frame)
             with times.stage("overlay"):
