@@ -34,20 +34,17 @@ import keras
 import numpy as np
 
 from segzoo import onnx_rewrites, postprocess
+from segzoo.configs import FORMATS, OUTPUTS, QUANTIZATIONS
 from segzoo.errors import SegzooError
 from segzoo.files import atomic_write, check_output
 from segzoo.native_output import native_notices_hidden
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("saved_model", "litert", "onnx")
-QUANTIZATIONS = ("none", "float16", "int8")
 #: The ONNX operators ``quantize="int8"`` computes in int8 (see :func:`_quantize_onnx`); the rest stay float.
 ONNX_INT8_OPERATORS = ("Conv", "MatMul", "Gemm")
 #: The quantisations each format takes.
 FORMAT_QUANTIZATIONS = {"saved_model": ("none",), "litert": QUANTIZATIONS, "onnx": ("none", "int8")}
-OUTPUTS = ("logits", "probabilities", "classes")
-
 #: Least share of pixels whose class must agree with the Keras model, per quantisation.
 MIN_AGREEMENT = {"none": 0.999, "float16": 0.99, "int8": 0.95}
 #: Largest difference of logits allowed, relative to their range, without quantisation.

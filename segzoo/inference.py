@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from segzoo import postprocess, runtime as runtimes
-from segzoo.cli.arguments import add_calibration_arguments
+from segzoo.configs import PREDICTOR_RUNTIMES
 from segzoo.constants import BACKGROUND_ID
 from segzoo.data.overlay import overlay_label, voc_palette
 from segzoo.errors import ConfigError, option
@@ -65,7 +65,7 @@ def keep_largest_regions(classes, count=1):
 
 #: What :class:`FramePredictor` can run the model on (see :mod:`segzoo.runtime`): ``auto``, or any
 #: runtime (the int8 ones with calibration images).
-RUNTIMES = ("auto", *runtimes.RUNTIMES)
+RUNTIMES = PREDICTOR_RUNTIMES
 
 
 #: The stages of one frame of the live loop, in order (see :class:`FrameTimes`).
@@ -508,31 +508,6 @@ def run_camera(predictor, colors, class_names, camera=0, output=None, show=None,
         stack.close()  # the video moves into place once complete
     figures = _loop_figures(frames, size, time.perf_counter() - start, times) if frames else {}
     return {"frames": frames, "output": output, **figures}
-
-
-def add_predictor_arguments(parser):
-    """Add the :class:`FramePredictor` options (``--input_size``, ``--smoothing``, ``--keep_largest``,
-    ``--no_fps``, ``--runtime``, ``--calibration_data``, ``--calibration_images``, ``--argmax_at_stride``)
-    to an argparse parser."""
-    parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),
-                        help="resize frames to this size for the model (default: the frame size "
-                             "rounded to the model's size divisor)")
-    parser.add_argument("--smoothing", type=float, default=0.0,
-                        help="temporal smoothing of probabilities, 0 (off) to 0.9 (strong) (default: 0)")
-    parser.add_argument("--keep_largest", type=int, default=0,
-                        help="keep only the N largest regions of each class, 0 keeps all (default: 0)")
-    parser.add_argument("--no_fps", action="store_true", help="do not draw the FPS counter")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="keras",
-                        help="run the Keras graph; or export the model for the frame size on the first frame "
-                             "and run it on LiteRT or ONNX Runtime, faster on a CPU (int8: calibrated on "
-                             "--calibration_data); or auto: time those on the first frame and keep the fastest "
-                             "(default: keras)")
-    add_calibration_arguments(parser, "the int8 runtimes; with --runtime auto they join the float ones")
-    parser.add_argument("--argmax_at_stride", action="store_true",
-                        help="take the argmax at the model's output stride (1/8 of the input for DDRNet) and "
-                             "upsample the class map to the frame, instead of upsampling every class's logits "
-                             "first: faster, blockier at class borders")
-    return parser
 
 
 def calibration_from_args(args):

@@ -31,8 +31,8 @@ import numpy as np
 from segzoo import data, evaluation, export, inference, plots, report as reports
 from segzoo import errors
 from segzoo.errors import OutputExistsError
-from segzoo.settings import config_field as _field
-from segzoo.training import TrainConfig, check_config, train
+from segzoo.configs import QuickstartConfig, TrainConfig
+from segzoo.training import check_config, train
 
 logger = logging.getLogger(__name__)
 
@@ -42,44 +42,6 @@ AFTER_TRAINING_MINUTES = 1.0
 CROP_SHARE = 0.8
 #: The default crop's sides are multiples of this, which every preset's ``size_divisor`` (8 or 32) divides.
 CROP_MULTIPLE = 32
-
-
-@dataclasses.dataclass
-class QuickstartConfig:
-    """Options of the quickstart; each field is a flag of ``examples/quickstart.py``."""
-
-    out: str = _field("segzoo_quickstart", "report folder")
-    cvat: str = _field(None, "your CVAT export (folder or .zip) instead of the generated sample")
-    images: str = _field(None, "with --cvat: the original images of an export saved without images")
-    video: str = _field(None, "a video to predict on (default: the sample's video)")
-    preset: str = _field("ddrnet23_slim", "model, see segzoo.presets.list_presets()")
-    image_size: tuple[int, int] = _field((240, 320), "evaluation height and width, and the size the training "
-                                                     "images are randomly scaled around", metavar=("H", "W"))
-    crop_size: tuple[int, int] = _field(None, "training crop height and width (default: 4/5 of --image_size on each "
-                                              "side, multiples of 32: 0.64 of the pixels, a step about 0.6 of a whole "
-                                              "image's, so more steps fit the budget); a --crop_size equal to "
-                                              "--image_size trains on whole images",
-                                        metavar=("H", "W"))
-    num_images: int = _field(64, "sample: labelled images to generate")
-    heldout_images: int = _field(16, "sample: unseen images to evaluate on")
-    copies: int = _field(3, "offline augmentation: copies of each image")
-    epochs: int = _field(24, "training epochs (at most: --time_budget may choose fewer)")
-    time_budget: float = _field(10.0, "minutes for the whole run: training gets what the other steps leave and "
-                                      "fits its epochs to that after timing a few steps; 0 turns this off")
-    batch_size: int = _field(8, "training batch size")
-    learning_rate: float = _field(2e-3, "peak learning rate (AdamW, polynomial decay)")
-    binary: bool = _field(True, "merge every defect class (hole, crack) into one 'foreground' class "
-                                "(the original project's use)")
-    weights: str = _field("none", "'none' (no download) or 'imagenet' (pretrained backbone)")
-    seed: int = _field(0, "random seed")
-    fast: bool = _field(False, "a small, quick run of the same chain (for tests and a first look)")
-
-    def effective(self) -> QuickstartConfig:
-        """The configuration with ``fast`` applied: fewer, smaller images and epochs."""
-        if not self.fast:
-            return self
-        return dataclasses.replace(self, image_size=(128, 160), num_images=16, heldout_images=4, copies=1,
-                                   epochs=2, batch_size=4)
 
 
 def training_crop(image_size, crop_size=None):

@@ -41,11 +41,11 @@ import keras
 import numpy as np
 
 from segzoo import folding
+from segzoo.configs import RUNTIMES
 from segzoo.errors import ConfigError, option
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("keras", "keras-xla", "keras-mixed16", "litert", "litert-int8", "onnx", "onnx-int8", "onnx-tensorrt")
 #: Runtimes that quantise, and so need calibration images.
 INT8_RUNTIMES = ("litert-int8", "onnx-int8")
 #: What ``auto`` chooses from: the runtimes that compute in float32, on any machine...

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-SCHEDULES = ("poly", "cosine", "constant")
+from segzoo.configs import SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="segzoo")

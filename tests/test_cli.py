@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import json
 
 import keras
 import pytest
@@ -86,11 +87,41 @@ def test_a_mistyped_command_or_flag_gets_the_closest_name(capsys):
     assert "--bach_size=2 (did you mean --batch_size?)" in err
 
 
+def run_fresh(*argv, timeout=300):
+    """``python -m segzoo *argv`` in a fresh process, from the checkout."""
+    return subprocess.run([sys.executable, "-m", "segzoo", *argv], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=timeout)
+
+
 def test_command_help_in_a_fresh_process_has_no_third_party_log_lines():
-    result = subprocess.run([sys.executable, "-m", "segzoo", "train", "--help"], capture_output=True, text=True,
-                            cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=300)
+    result = run_fresh("train", "--help")
     assert result.returncode == 0 and "--time_budget" in result.stdout and "--progress" in result.stdout
     assert result.stderr == "", result.stderr
+
+
+def test_every_parser_builds_without_tensorflow():
+    """--help and a mistyped flag answer at once: no command's flags need Keras or TensorFlow loaded."""
+    from segzoo.cli import COMMANDS
+
+    loaded = json.loads(subprocess.run([sys.executable, "-c", f"""
+import contextlib, io, json, sys
+from segzoo import cli
+loaded = {{}}
+for name in {list(COMMANDS)!r}:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        cli.main([name, "--help"])
+    loaded[name] = sorted(m for m in ("keras", "tensorflow") if m in sys.modules)
+print(json.dumps(loaded))
+"""], capture_output=True, text=True, check=True, cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        timeout=300).stdout)
+    assert loaded == {name: [] for name in COMMANDS}
+
+
+def test_a_command_that_loads_tensorflow_still_says_only_its_message(tmp_path):
+    """TensorFlow loads after the flags are read (for the run), still with its start-up lines hidden."""
+    result = run_fresh("eval", "--checkpoint", str(tmp_path / "missing.keras"), "--data", str(tmp_path))
+    assert result.returncode == 2 and "missing.keras" in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("segzoo eval: error:"), result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -527,3 +527,9 @@ def test_malformed_and_legacy_files_are_refused(tmp_path):
         archive.writestr("readme.txt", "hello")
     with pytest.raises(CheckpointError, match="data.pkl"):
         load_torch_checkpoint(not_a_checkpoint)
+
+
+def test_convert_offers_exactly_the_presets_with_official_checkpoints():
+    from segzoo.configs import CONVERTIBLE_PRESETS
+
+    assert sorted(CONVERTIBLE_PRESETS) == sorted(weights.OFFICIAL_CHECKPOINTS)

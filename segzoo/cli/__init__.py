@@ -105,11 +105,11 @@ def main(argv=None):
             return EXIT_USER_ERROR
         build_parser().parse_args(argv or ["--help"])  # lists the commands, or says which name is unknown
         return EXIT_USER_ERROR
-    if "--verbose" not in argv:
+    args = _parse(build_parser(command), command, argv)  # TensorFlow not loaded yet: --help answers at once
+    if not args.verbose:
         from segzoo.cli.quiet import silence_third_party
 
         silence_third_party()
-    args = _parse(build_parser(command), command, argv)
     setup_logging(verbose=args.verbose)
     try:
         with errors.command_line_messages():

@@ -1,4 +1,5 @@
-"""Flags from dataclasses (one flag per field, so every option a script has is an argument); logging setup.
+"""Flags from dataclasses (one flag per field, so every option a script has is an argument), the flags several
+commands share, and logging setup. Nothing here imports TensorFlow: parsers build before it loads.
 
 A field's ``metadata`` holds its ``help`` text and, optionally, ``choices``,
 ``metavar`` and, for a tuple field, the ``type`` that parses each value
@@ -15,6 +16,8 @@ import argparse
 import dataclasses
 import logging
 import typing
+
+from segzoo.configs import PREDICTOR_RUNTIMES
 
 #: Help of the ``--checkpoint`` flag of the commands that load a trained model.
 CHECKPOINT_HELP = "a .keras checkpoint"
@@ -59,6 +62,31 @@ def add_calibration_arguments(parser, what):
                              f"export")
     parser.add_argument("--calibration_images", type=int, default=64,
                         help="images drawn from --calibration_data (default: 64)")
+    return parser
+
+
+def add_predictor_arguments(parser):
+    """Add the :class:`segzoo.inference.FramePredictor` options (``--input_size``, ``--smoothing``, ``--keep_largest``,
+    ``--no_fps``, ``--runtime``, ``--calibration_data``, ``--calibration_images``, ``--argmax_at_stride``)
+    to an argparse parser."""
+    parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),
+                        help="resize frames to this size for the model (default: the frame size "
+                             "rounded to the model's size divisor)")
+    parser.add_argument("--smoothing", type=float, default=0.0,
+                        help="temporal smoothing of probabilities, 0 (off) to 0.9 (strong) (default: 0)")
+    parser.add_argument("--keep_largest", type=int, default=0,
+                        help="keep only the N largest regions of each class, 0 keeps all (default: 0)")
+    parser.add_argument("--no_fps", action="store_true", help="do not draw the FPS counter")
+    parser.add_argument("--runtime", choices=PREDICTOR_RUNTIMES, default="keras",
+                        help="run the Keras graph; or export the model for the frame size on the first frame "
+                             "and run it on LiteRT or ONNX Runtime, faster on a CPU (int8: calibrated on "
+                             "--calibration_data); or auto: time those on the first frame and keep the fastest "
+                             "(default: keras)")
+    add_calibration_arguments(parser, "the int8 runtimes; with --runtime auto they join the float ones")
+    parser.add_argument("--argmax_at_stride", action="store_true",
+                        help="take the argmax at the model's output stride (1/8 of the input for DDRNet) and "
+                             "upsample the class map to the frame, instead of upsampling every class's logits "
+                             "first: faster, blockier at class borders")
     return parser
 
 

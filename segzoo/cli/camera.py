@@ -8,12 +8,10 @@ Example:
     segzoo camera --checkpoint runs/holes/best.keras --camera 0
 """
 
-from segzoo.cli.arguments import add_boolean_argument, add_checkpoint_argument
+from segzoo.cli.arguments import add_boolean_argument, add_checkpoint_argument, add_predictor_arguments
 
 
 def add_arguments(parser):
-    from segzoo import inference
-
     add_checkpoint_argument(parser)
     parser.add_argument("--camera", default="0",
                         help="webcam index (0 is the first) or a stream URL / video file (default: 0)")
@@ -23,7 +21,7 @@ def add_arguments(parser):
     parser.add_argument("--max_frames", type=int, help="stop after this many frames")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output if it exists (an output that is one of the inputs is always refused)")
-    inference.add_predictor_arguments(parser)
+    add_predictor_arguments(parser)
 
 
 def run(args):

@@ -17,12 +17,12 @@ A segmentation checkpoint (e.g. Cityscapes, 19 classes) to a .weights.h5 file::
 No PyTorch needed. See segzoo.weights for where to download each checkpoint.
 """
 
+from segzoo.configs import CONVERTIBLE_PRESETS
+
 
 def add_arguments(parser):
-    from segzoo import weights
-
     parser.add_argument("checkpoint", help="the authors' .pth / .pt / .pth.tar file")
-    parser.add_argument("--preset", required=True, choices=sorted(weights.OFFICIAL_CHECKPOINTS))
+    parser.add_argument("--preset", required=True, choices=sorted(CONVERTIBLE_PRESETS))
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--imagenet", action="store_true",
                         help="an ImageNet checkpoint: save the trunk to the weights='imagenet' cache")

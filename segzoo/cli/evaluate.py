@@ -21,11 +21,10 @@ Examples:
 import os
 
 from segzoo.cli.arguments import add_calibration_arguments, add_checkpoint_argument
+from segzoo.configs import PREDICTOR_RUNTIMES
 
 
 def add_arguments(parser):
-    from segzoo.inference import RUNTIMES
-
     add_checkpoint_argument(parser)
     parser.add_argument("--data", required=True,
                         help="rgb/ + gt/ folder or zip, CVAT export (folder or zip) or TFDS dataset name")
@@ -42,7 +41,7 @@ def add_arguments(parser):
     parser.add_argument("--latency_size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
                         help="input size for GFLOPs and latency (default: 480 640)")
     parser.add_argument("--latency_runs", type=int, default=50, help="timed runs (default: 50)")
-    parser.add_argument("--runtime", default="keras", choices=RUNTIMES,
+    parser.add_argument("--runtime", default="keras", choices=PREDICTOR_RUNTIMES,
                         help="what scores and times the model: the Keras graph, an exported runtime (exported and "
                              "checked once per image size; int8: calibrated on --calibration_data), or auto: the "
                              "fastest here (default: keras)")

@@ -24,21 +24,20 @@ TensorRT: from the ONNX file (any input size), for one size:
 import os
 
 from segzoo.cli.arguments import add_checkpoint_argument
+from segzoo.configs import FORMATS, OUTPUTS, QUANTIZATIONS
 from segzoo.errors import ConfigError
 
 
 def add_arguments(parser):
-    from segzoo import export
-
     add_checkpoint_argument(parser)
-    parser.add_argument("--format", required=True, choices=export.FORMATS, help="export format")
-    parser.add_argument("--quantize", default="none", choices=export.QUANTIZATIONS,
+    parser.add_argument("--format", required=True, choices=FORMATS, help="export format")
+    parser.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
                         help="quantisation: LiteRT float16 or int8, ONNX int8 (static, calibrated on --data) "
                              "(default: none)")
     parser.add_argument("--output", required=True, help="output file (.tflite, .onnx) or SavedModel folder")
     parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
                         help="height and width of the exported graph (default: 480 640)")
-    parser.add_argument("--output_kind", default="logits", choices=export.OUTPUTS,
+    parser.add_argument("--output_kind", default="logits", choices=OUTPUTS,
                         help="what the graph returns; 'classes' puts the argmax inside (default: logits)")
     parser.add_argument("--no_upsample", action="store_true",
                         help="end the graph at the model's output stride (1/8 of --input_size for DDRNet), as "

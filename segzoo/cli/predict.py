@@ -19,12 +19,11 @@ Examples:
 """
 
 from segzoo.cli.arguments import add_calibration_arguments, add_checkpoint_argument
+from segzoo.configs import PREDICTOR_RUNTIMES
 
 
 def add_model_arguments(parser):
     """The flags predict and rank share: the checkpoint, the images and how the model runs on them."""
-    from segzoo.inference import RUNTIMES
-
     add_checkpoint_argument(parser)
     parser.add_argument("--images", required=True,
                         help="folder of images, searched recursively (png, jpg, ... in any case)")
@@ -38,7 +37,7 @@ def add_model_arguments(parser):
     parser.add_argument("--batch_size", type=int, default=4, help="images (or windows) per model call (default: 4)")
     parser.add_argument("--keep_largest", type=int, default=0,
                         help="keep only the N largest regions of each class, 0 keeps all (default: 0)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="keras",
+    parser.add_argument("--runtime", choices=PREDICTOR_RUNTIMES, default="keras",
                         help="run the Keras graph, or export the model per input size and run it on LiteRT or "
                              "ONNX Runtime (int8: calibrated on --calibration_data), or auto: the fastest here "
                              "(default: keras)")

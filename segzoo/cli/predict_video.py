@@ -6,12 +6,10 @@ Example:
         --output out.mp4 --smoothing 0.5 --keep_largest 2
 """
 
-from segzoo.cli.arguments import add_checkpoint_argument
+from segzoo.cli.arguments import add_checkpoint_argument, add_predictor_arguments
 
 
 def add_arguments(parser):
-    from segzoo import inference
-
     add_checkpoint_argument(parser)
     parser.add_argument("--video", required=True, help="input video file")
     parser.add_argument("--output", required=True,
@@ -19,7 +17,7 @@ def add_arguments(parser):
                              "OpenCV has it, else MPEG-4 Part 2) or .avi (MJPEG)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output if it exists (an output that is one of the inputs is always refused)")
-    inference.add_predictor_arguments(parser)
+    add_predictor_arguments(parser)
 
 
 def run(args):

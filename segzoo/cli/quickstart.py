@@ -19,6 +19,7 @@ import json
 import os
 
 from segzoo.cli.arguments import add_dataclass_arguments, dataclass_from_args
+from segzoo.configs import QuickstartConfig
 
 #: Files the quickstart promises, listed at the end when they exist.
 OUTPUTS = ("report.html", "metrics.json", "training_curves.png", "predictions.png", "prediction.webm", "model.tflite",
@@ -26,13 +27,11 @@ OUTPUTS = ("report.html", "metrics.json", "training_curves.png", "predictions.pn
 
 
 def add_arguments(parser):
-    from segzoo.quickstart import QuickstartConfig
-
     add_dataclass_arguments(parser, QuickstartConfig)
 
 
 def run(args):
-    from segzoo.quickstart import QuickstartConfig, run_quickstart
+    from segzoo.quickstart import run_quickstart
 
     report = run_quickstart(dataclass_from_args(QuickstartConfig, args))
     out = os.path.abspath(args.out)

@@ -25,15 +25,14 @@ Examples:
 import logging
 
 from segzoo.cli.arguments import add_dataclass_arguments, given_fields
+from segzoo.configs import TrainConfig
 from segzoo.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
-    """``--config`` and one flag per field of segzoo.training.TrainConfig."""
-    from segzoo.training import TrainConfig
-
+    """``--config`` and one flag per field of :class:`segzoo.configs.TrainConfig`."""
     parser.add_argument("--config", metavar="RECIPE",
                         help="a recipe: a .toml, .yaml or .json file of these settings, or a shipped recipe's name "
                              "(segzoo.recipes.list_recipes()); flags override it")
@@ -43,7 +42,7 @@ def add_arguments(parser):
 def resolve_config(args):
     """The run's :class:`TrainConfig`: defaults < saved run (``--resume``) < ``--config`` recipe < typed flags."""
     from segzoo.recipes import read_recipe
-    from segzoo.training import TrainConfig, saved_settings
+    from segzoo.training import saved_settings
 
     typed = given_fields(TrainConfig, args)
     recipe = read_recipe(args.config) if args.config else {}
