@@ -524,8 +524,9 @@ def calibration_from_args(args):
 
 
 def predictor_from_args(args):
-    """``(FramePredictor, colors, class_names)`` from parsed :func:`add_predictor_arguments` flags
-    and ``args.checkpoint``; names and colours come from the checkpoint when it has them."""
+    """``(FramePredictor, colors, class_names)`` from parsed
+    :func:`segzoo.cli.arguments.add_predictor_arguments` flags and ``args.checkpoint``; names and colours
+    come from the checkpoint when it has them."""
     runtimes.check_calibration(args.runtime, args.calibration_data)  # before loading anything
     calibration = calibration_from_args(args)
     model = load_model(args.checkpoint)

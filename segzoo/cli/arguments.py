@@ -66,9 +66,9 @@ def add_calibration_arguments(parser, what):
 
 
 def add_predictor_arguments(parser):
-    """Add the :class:`segzoo.inference.FramePredictor` options (``--input_size``, ``--smoothing``, ``--keep_largest``,
-    ``--no_fps``, ``--runtime``, ``--calibration_data``, ``--calibration_images``, ``--argmax_at_stride``)
-    to an argparse parser."""
+    """Add the :class:`segzoo.inference.FramePredictor` options (``--input_size``, ``--smoothing``,
+    ``--keep_largest``, ``--no_fps``, ``--runtime``, ``--calibration_data``, ``--calibration_images``,
+    ``--argmax_at_stride``) to an argparse parser; :func:`segzoo.inference.predictor_from_args` reads them."""
     parser.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),
                         help="resize frames to this size for the model (default: the frame size "
                              "rounded to the model's size divisor)")
