@@ -11,10 +11,11 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "backbones", "checkpoints", "cli", "constants", "data", "distributed", "errors", "evaluation", "export",
-    "files", "folding", "heads", "inference", "keras_internals", "layers", "losses", "metrics", "models",
-    "native_output", "onnx_rewrites", "plots", "postprocess", "prediction", "presets", "quickstart", "recipes", "report", "runtime",
-    "schedules", "settings", "time_budget", "training", "tta", "utils", "weight_average", "weights",
+    "backbones", "checkpoints", "cli", "configs", "constants", "data", "distributed", "errors", "evaluation",
+    "export", "files", "folding", "heads", "inference", "keras_internals", "layers", "losses", "metrics",
+    "models", "native_output", "onnx_rewrites", "plots", "postprocess", "prediction", "presets", "quickstart",
+    "recipes", "report", "runtime", "schedules", "settings", "time_budget", "training", "tta", "utils",
+    "weight_average", "weights",
 )
 
 
