@@ -67,7 +67,8 @@ def _tf2onnx_collecting_garbage():
     Everything alive before the export is frozen (``gc.freeze``) while it runs,
     so each collection scans only what tf2onnx made since: a full collection of
     a process holding TensorFlow and a few models takes 0.2-2 s, and tf2onnx
-    runs two dozen passes.
+    runs two dozen passes. A process that froze objects of its own keeps them
+    frozen: ``gc.unfreeze`` cannot release only ours, so then nothing is frozen.
     """
     try:
         from tf2onnx import optimizer
@@ -85,11 +86,14 @@ def _tf2onnx_collecting_garbage():
         return {name: collect_first(factory) for name, factory in factories().items()}
 
     optimizer._get_optimizers = collecting
-    gc.freeze()
+    freezing = gc.get_freeze_count() == 0
+    if freezing:
+        gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if freezing:
+            gc.unfreeze()
         optimizer._get_optimizers = factories
 
 

@@ -107,6 +107,14 @@ def test_onnx_export_collects_tf2onnx_garbage_without_changing_its_optimisers():
         # what lived before is frozen, so each collection scans only tf2onnx's graphs (0.2-2 s saved a pass)
         assert gc.get_freeze_count() > 0
     assert optimizer._get_optimizers is original and gc.get_freeze_count() == 0
+    gc.freeze()  # a process's own frozen objects stay frozen through an export
+    try:
+        frozen = gc.get_freeze_count()
+        with export._tf2onnx_collecting_garbage():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.slow
